@@ -1,0 +1,132 @@
+"""``geoseg predict``: segment one scene and write its objects."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from geoseg.cli.options import (
+    bands_opt,
+    format_opt,
+    model_arg_opt,
+    model_opt,
+    output_opt,
+    overwrite_opt,
+    parse_model_args,
+)
+from geoseg.output import check_writable, format_for, write_vectors
+from geoseg.pipeline import PredictOptions, predict_scene
+from geoseg.scene import SceneRef
+from geoseg.segmenter import ModelSpec
+
+
+@click.command()
+@click.argument("scene")
+@model_opt
+@model_arg_opt
+@output_opt
+@format_opt
+@overwrite_opt
+@bands_opt
+@click.option("--crs", default=None, help="CRS to assign to a scene that has none (e.g. EPSG:32618).")
+@click.option(
+    "--tile-size", type=click.IntRange(16), default=None, help="Tile size (default: the model's, else 512)."
+)
+@click.option(
+    "--overlap", type=click.IntRange(0), default=None, help="Tile overlap (default: the model's, else 64)."
+)
+@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option("--mask-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option(
+    "--min-area", type=click.FloatRange(0), default=0.0, help="Drop polygon parts under this many pixels."
+)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Parallel workers.")
+@click.option("--stats", "stats_path", default=None, help="Also write run statistics as JSON here.")
+@click.pass_context
+def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, tile_size, overlap,
+            batch_size, score_threshold, mask_threshold, min_area, workers, stats_path):  # fmt: skip
+    """Segment SCENE tile by tile and write the merged objects.
+
+    \b
+    Examples:
+      geoseg predict scene.tif -m tankers.safetensors -o tankers.geojson
+      geoseg predict scene.tif -m geoseg.plugins:threshold_instances --model-arg threshold=100 \\
+          --bands 1 -o objects.gpkg
+    """
+    fmt = format_for(output, fmt)
+    check_writable(output, overwrite=overwrite)
+    spec = ModelSpec(model, parse_model_args(model_args))
+    opts = PredictOptions(
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        score_threshold=score_threshold,
+        mask_threshold=mask_threshold,
+        min_area=min_area,
+        workers=workers,
+    )
+    quiet = ctx.obj.get("quiet", False)
+    with _progress(enabled=not quiet and sys.stderr.isatty()) as progress:
+        result = predict_scene(SceneRef(scene, bands, crs), spec, opts, progress=progress)
+    write_vectors(result.features, output, fmt=fmt, overwrite=overwrite)
+    if stats_path:
+        write_json(stats_path, result.stats, overwrite=overwrite)
+    if not quiet:
+        s = result.stats
+        click.echo(
+            f"{s['objects']} objects from {s['tiles_run']} tiles ({s['tiles_skipped']} nodata tiles "
+            f"skipped) in {s['seconds']:.1f} s -> {output}",
+            err=True,
+        )
+
+
+def write_json(path: str, data: dict, *, overwrite: bool) -> None:
+    """Write ``data`` as JSON atomically."""
+    import os
+    import uuid
+
+    check_writable(path, overwrite=overwrite)
+    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+class _progress:
+    """A rich progress bar on stderr, or nothing."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        self.bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self.bar.start()
+        task = self.bar.add_task("batches", total=None)
+
+        def update(done: int, total: int) -> None:
+            self.bar.update(task, completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False

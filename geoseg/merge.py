@@ -1,0 +1,198 @@
+"""Merging per-tile results into whole objects.
+
+Instances (:func:`merge_instances`). Neighbouring tiles overlap, so one object can be (a) seen whole
+in two tiles, (b) cut by one tile's edge and whole in the next, (c) longer than a tile and cut in
+every tile it touches, or (d) a few pixels from another object. Two parts from different tiles
+are linked when
+
+- they are the same object seen twice: IoU >= ``iou_threshold``; or
+- at least one is cut by its tile's edge and, inside the strip the two windows share, their
+  intersection covers at least ``ios_threshold`` of the smaller one's share of the strip; or
+- the windows only abut (no overlap), both parts are cut, and their shared stretch of the seam is
+  at least ``ios_threshold`` of the shorter one's stretch.
+
+Linked parts form groups (connected components). A group with a part that no tile edge cuts is
+that object, seen whole: the best such part is kept (and any other whole part that is clearly a
+different object stays an object of its own). A group whose parts are all cut is assembled from
+what each tile owns (its core), plus anything that lies outside those cores. Parts of different
+classes are never linked.
+
+Semantic pieces (:func:`dissolve_semantic`) come from disjoint tile cores, so they are dissolved
+per class; pieces that share an edge become one polygon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from geoseg.tiling import Tile
+from geoseg.vectorize import InstancePart, SemanticPiece
+
+
+@dataclass
+class MergedObject:
+    """A whole object in scene pixel space."""
+
+    geometry: shapely.Geometry
+    score: float
+    label: int
+    parts: int  # how many tile parts were merged into it
+
+
+def polygonal(geom: shapely.Geometry) -> shapely.Geometry | None:
+    """The polygonal part of ``geom`` (drops points and lines left by clipping)."""
+    if geom is None or geom.is_empty:
+        return None
+    if isinstance(geom, shapely.Polygon | shapely.MultiPolygon):
+        return geom
+    polys = [p for p in shapely.get_parts(geom) if isinstance(p, shapely.Polygon) and p.area > 0]
+    if not polys:
+        return None
+    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
+
+
+def _window_boxes(tile_ids: np.ndarray, tiles: Mapping[int, Tile], core: bool = False) -> np.ndarray:
+    """(N, 4) array of (xmin, ymin, xmax, ymax) of each part's tile window (or core)."""
+    out = np.empty((len(tile_ids), 4))
+    for i, t in enumerate(tile_ids):
+        r0, c0, r1, c1 = tiles[int(t)].core_bounds if core else tiles[int(t)].bounds
+        out[i] = (c0, r0, c1, r1)
+    return out
+
+
+def link_parts(
+    parts: Sequence[InstancePart],
+    tiles: Mapping[int, Tile],
+    *,
+    iou_threshold: float = 0.5,
+    ios_threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, j) of parts that belong to one object (see the module docstring)."""
+    geoms = np.array([p.geometry for p in parts], dtype=object)
+    tile_ids = np.array([p.tile for p in parts])
+    labels = np.array([p.label for p in parts])
+    cut = np.array([p.cut for p in parts], dtype=bool)
+    tree = shapely.STRtree(geoms)
+    a, b = tree.query(geoms, predicate="intersects")
+    sel = (a < b) & (tile_ids[a] != tile_ids[b]) & (labels[a] == labels[b])
+    a, b = a[sel], b[sel]
+    if a.size == 0:
+        return a, b
+    areas = shapely.area(geoms)
+    inter = shapely.intersection(geoms[a], geoms[b])
+    inter_area = shapely.area(inter)
+    union_area = areas[a] + areas[b] - inter_area
+    link = inter_area >= iou_threshold * np.maximum(union_area, 1e-12)
+
+    wa, wb = _window_boxes(tile_ids[a], tiles), _window_boxes(tile_ids[b], tiles)
+    strip = np.column_stack(
+        [np.maximum(wa[:, 0], wb[:, 0]), np.maximum(wa[:, 1], wb[:, 1]),
+         np.minimum(wa[:, 2], wb[:, 2]), np.minimum(wa[:, 3], wb[:, 3])]
+    )  # fmt: skip
+    sw, sh = strip[:, 2] - strip[:, 0], strip[:, 3] - strip[:, 1]
+    either_cut = cut[a] | cut[b]
+
+    # Windows overlap: compare the parts inside the shared strip.
+    m = ~link & either_cut & (sw > 0) & (sh > 0) & (inter_area > 0)
+    if m.any():
+        boxes = shapely.box(strip[m, 0], strip[m, 1], strip[m, 2], strip[m, 3])
+        sa = shapely.area(shapely.intersection(geoms[a[m]], boxes))
+        sb = shapely.area(shapely.intersection(geoms[b[m]], boxes))
+        link[m] = inter_area[m] >= ios_threshold * np.maximum(np.minimum(sa, sb), 1e-12)
+
+    # Windows abut: compare the stretches of the seam line the two parts occupy.
+    m = ~link & cut[a] & cut[b] & (np.minimum(sw, sh) == 0) & (np.maximum(sw, sh) > 0)
+    if m.any():
+        seams = shapely.linestrings(np.stack([strip[m][:, [0, 1]], strip[m][:, [2, 3]]], axis=1))
+        shared = shapely.length(shapely.intersection(inter[m], seams))
+        la = shapely.length(shapely.intersection(shapely.boundary(geoms[a[m]]), seams))
+        lb = shapely.length(shapely.intersection(shapely.boundary(geoms[b[m]]), seams))
+        link[m] = (shared > 0) & (shared >= ios_threshold * np.maximum(np.minimum(la, lb), 1e-12))
+    return a[link], b[link]
+
+
+def merge_instances(
+    parts: Sequence[InstancePart],
+    tiles: Mapping[int, Tile],
+    *,
+    iou_threshold: float = 0.5,
+    ios_threshold: float = 0.5,
+) -> list[MergedObject]:
+    """Merge per-tile instance parts into whole objects (see the module docstring)."""
+    n = len(parts)
+    if n == 0:
+        return []
+    a, b = link_parts(parts, tiles, iou_threshold=iou_threshold, ios_threshold=ios_threshold)
+    graph = coo_matrix((np.ones(a.size), (a, b)), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    order = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    merged: list[MergedObject] = []
+    for members in np.split(order, bounds):
+        merged.extend(_merge_group([parts[i] for i in members], tiles, iou_threshold))
+    return merged
+
+
+def _merge_group(
+    group: list[InstancePart], tiles: Mapping[int, Tile], iou_threshold: float
+) -> list[MergedObject]:
+    if len(group) == 1:
+        p = group[0]
+        return [MergedObject(p.geometry, p.score, p.label, 1)]
+    score = max(p.score for p in group)
+    label = group[0].label
+    whole = sorted((p for p in group if not p.cut), key=lambda p: (-p.score, -p.area_px, p.tile))
+    if whole:
+        kept: list[InstancePart] = []
+        for p in whole:  # the best whole view; other whole views only if clearly another object
+            if all(_iou(p.geometry, k.geometry) < iou_threshold for k in kept):
+                kept.append(p)
+        if len(kept) == 1:
+            return [MergedObject(kept[0].geometry, score, label, len(group))]
+        return [MergedObject(k.geometry, k.score, label, 1) for k in kept]
+    # Every part is cut: each tile contributes what it owns, plus anything outside those cores.
+    geoms = np.array([p.geometry for p in group], dtype=object)
+    cores = _window_boxes(np.array([p.tile for p in group]), tiles, core=True)
+    core_geoms = shapely.box(cores[:, 0], cores[:, 1], cores[:, 2], cores[:, 3])
+    owned = shapely.intersection(geoms, core_geoms)
+    leftover = shapely.difference(shapely.union_all(geoms), shapely.union_all(core_geoms))
+    geom = polygonal(shapely.union_all(np.append(owned, leftover)))
+    if geom is None:  # cannot happen for non-empty parts; keep the largest part to be safe
+        geom = max(group, key=lambda p: p.area_px).geometry
+    return [MergedObject(geom, score, label, len(group))]
+
+
+def _iou(g1: shapely.Geometry, g2: shapely.Geometry) -> float:
+    inter = shapely.intersection(g1, g2).area
+    union = g1.area + g2.area - inter
+    return inter / union if union > 0 else 0.0
+
+
+def dissolve_semantic(pieces: Sequence[SemanticPiece]) -> list[MergedObject]:
+    """Dissolve per-core semantic pieces by class; score = mean winning probability."""
+    merged: list[MergedObject] = []
+    labels = sorted({p.label for p in pieces})
+    for label in labels:
+        mine = [p for p in pieces if p.label == label]
+        geoms = np.array([p.geometry for p in mine], dtype=object)
+        dissolved = shapely.get_parts(shapely.union_all(geoms))
+        dissolved = np.array([g for g in dissolved if isinstance(g, shapely.Polygon)], dtype=object)
+        if dissolved.size == 0:
+            continue
+        # every piece lies inside exactly one dissolved polygon
+        probe = shapely.point_on_surface(geoms)
+        tree = shapely.STRtree(dissolved)
+        piece_idx, poly_idx = tree.query(probe, predicate="within")
+        prob = np.zeros(len(dissolved))
+        pix = np.zeros(len(dissolved))
+        np.add.at(prob, poly_idx, [mine[i].prob_sum for i in piece_idx])
+        np.add.at(pix, poly_idx, [mine[i].pixels for i in piece_idx])
+        for g, p, c in zip(dissolved, prob, pix, strict=True):
+            merged.append(MergedObject(g, float(p / c) if c else 0.0, label, 1))
+    return merged

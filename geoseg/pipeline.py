@@ -1,0 +1,275 @@
+"""Tiled inference over a scene with Dask, then merging and georeferencing.
+
+The graph has one task per batch of tiles. A task receives the scene's path (a :class:`SceneRef`),
+the model spec and tile windows; it opens the scene itself, reads only its windows, skips tiles
+that are all nodata, runs the model (loaded once per worker process) and returns polygons in
+scene pixel space. Merging, georeferencing and measuring happen once per scene on the results,
+which are small, so peak memory depends on the tile and batch size, not on the scene size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import dask
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from dask.callbacks import Callback
+
+from geoseg.errors import ModelError
+from geoseg.georef import geodesic_areas, pixel_to_crs, to_lonlat
+from geoseg.merge import MergedObject, dissolve_semantic, merge_instances
+from geoseg.scene import NoCRSWarning, Scene, SceneRef
+from geoseg.segmenter import ModelSpec, Segmenter, get_segmenter
+from geoseg.tiling import Tile, TileGrid
+from geoseg.vectorize import instance_parts, semantic_pieces
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Knobs of :func:`predict_scene`. ``tile_size``/``overlap`` None: the model's own, else 512/64."""
+
+    tile_size: int | None = None
+    overlap: int | None = None
+    batch_size: int = 4
+    score_threshold: float = 0.5
+    mask_threshold: float = 0.5
+    min_area: float = 0.0
+    iou_threshold: float = 0.5
+    ios_threshold: float = 0.5
+    workers: int = 1
+
+
+@dataclass
+class BatchResult:
+    parts: list = field(default_factory=list)
+    tiles_run: int = 0
+    tiles_skipped: int = 0
+    model_seconds: float = 0.0
+
+
+@dataclass
+class SceneResult:
+    """What :func:`predict_scene` returns: features in the scene CRS and run statistics."""
+
+    features: gpd.GeoDataFrame
+    stats: dict
+
+
+def _configure_torch_threads(workers: int) -> int | None:
+    """Keep workers x torch threads <= cores; returns the previous setting to restore."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    previous = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, (cores or 1) // max(1, workers)))
+    return previous
+
+
+def run_batch(
+    scene_ref: SceneRef,
+    model: ModelSpec,
+    tiles: Sequence[Tile],
+    tile_shape: tuple[int, int],
+    opts: PredictOptions,
+) -> BatchResult:
+    """One Dask task: read ``tiles`` of the scene, run the model, vectorise. Runs in a worker."""
+    seg = get_segmenter(model)
+    result = BatchResult()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoCRSWarning)
+        with scene_ref.open() as scene:
+            arrays = [scene.read(t.window) for t in tiles]
+    todo = [i for i, a in enumerate(arrays) if not np.isnan(a).all()]
+    result.tiles_skipped = len(tiles) - len(todo)
+    if not todo:
+        return result
+    th, tw = tile_shape
+    batch = np.full((len(todo), arrays[0].shape[0], th, tw), np.nan, dtype=np.float32)
+    for slot, i in enumerate(todo):
+        _, h, w = arrays[i].shape
+        batch[slot, :, :h, :w] = arrays[i]
+    t0 = time.perf_counter()
+    preds = seg.predict(batch)
+    result.model_seconds = time.perf_counter() - t0
+    result.tiles_run = len(todo)
+    for slot, i in enumerate(todo):
+        if seg.task == "instance":
+            result.parts.extend(
+                instance_parts(
+                    preds[slot],
+                    tiles[i],
+                    score_threshold=opts.score_threshold,
+                    mask_threshold=opts.mask_threshold,
+                    min_area=opts.min_area,
+                )
+            )
+        else:
+            result.parts.extend(semantic_pieces(preds[slot], tiles[i], list(seg.classes)))
+    return result
+
+
+def predict_scene(
+    scene: str | SceneRef,
+    model: ModelSpec | str,
+    opts: PredictOptions = PredictOptions(),
+    *,
+    progress=None,
+    scheduler=None,
+) -> SceneResult:
+    """Segment a whole scene tile by tile and merge the results into georeferenced features.
+
+    Parameters
+    ----------
+    scene
+        A path, or a :class:`SceneRef` (bands and CRS override).
+    model
+        A :class:`ModelSpec` or a spec string (checkpoint path or ``module:factory``).
+    opts
+        Tiling, batching and merge settings.
+    progress
+        Optional callable ``progress(done, total)`` called as batches finish.
+    scheduler
+        A ``dask.distributed.Client`` to run on; None runs on local threads (``opts.workers``).
+    """
+    started = time.perf_counter()
+    ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
+    model = model if isinstance(model, ModelSpec) else ModelSpec(model)
+    with ref.open() as sc:
+        seg = get_segmenter(model)
+        check_bands(sc, seg, model)
+        grid = make_grid(sc, seg, opts)
+        meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
+        ref = sc.ref
+    tiles = grid.tiles()
+    batches = [tiles[i : i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
+    tasks = [dask.delayed(run_batch, pure=True)(ref, model, b, grid.tile_shape, opts) for b in batches]
+    results = _compute(tasks, opts.workers, progress, scheduler)
+    parts = [p for r in results for p in r.parts]
+    tiles_by_index = {t.index: t for t in tiles}
+    if seg.task == "instance":
+        objects = merge_instances(
+            parts, tiles_by_index, iou_threshold=opts.iou_threshold, ios_threshold=opts.ios_threshold
+        )
+    else:
+        objects = dissolve_semantic(parts)
+    features = to_features(objects, seg, model, meta)
+    stats = {
+        "scene": meta["path"],
+        "width": grid.width,
+        "height": grid.height,
+        "tile_size": grid.size,
+        "overlap": grid.overlap,
+        "tiles": len(tiles),
+        "tiles_run": sum(r.tiles_run for r in results),
+        "tiles_skipped": sum(r.tiles_skipped for r in results),
+        "tile_parts": len(parts),
+        "objects": len(features),
+        "model_seconds": sum(r.model_seconds for r in results),
+        "seconds": time.perf_counter() - started,
+    }
+    return SceneResult(features, stats)
+
+
+def check_bands(scene: Scene, seg: Segmenter, model: ModelSpec) -> None:
+    if scene.count != seg.in_channels:
+        raise ModelError(
+            f"scene '{scene.path}': {scene.count} band(s) selected but model '{model.name}' "
+            f"expects {seg.in_channels} (choose bands with --bands)"
+        )
+
+
+def make_grid(scene: Scene, seg: Segmenter, opts: PredictOptions) -> TileGrid:
+    size = opts.tile_size or getattr(seg, "tile_size", None) or 512
+    overlap = opts.overlap if opts.overlap is not None else getattr(seg, "overlap", None)
+    overlap = 64 if overlap is None else overlap
+    stride = int(getattr(seg, "stride", 1) or 1)
+    try:
+        return TileGrid(
+            scene.height, scene.width, size=size, overlap=overlap, transform=scene.transform,
+            align=stride,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ModelError(f"tiling of '{scene.path}': {exc}") from exc
+
+
+def _compute(tasks: list, workers: int, progress, scheduler) -> list[BatchResult]:
+    if scheduler is not None:  # a dask.distributed Client
+        from dask.distributed import as_completed
+
+        futures = scheduler.compute(tasks)
+        done = 0
+        for _ in as_completed(futures):
+            done += 1
+            if progress:
+                progress(done, len(tasks))
+        return scheduler.gather(futures)
+    previous = _configure_torch_threads(workers)
+    try:
+        with _ProgressCallback(progress, len(tasks)):
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=max(1, workers)))
+    finally:
+        if previous is not None:
+            import torch
+
+            torch.set_num_threads(previous)
+
+
+class _ProgressCallback(Callback):
+    """Reports finished batches of the local scheduler to ``progress(done, total)``."""
+
+    def __init__(self, progress, total: int) -> None:
+        super().__init__()
+        self.progress, self.total, self.done = progress, total, 0
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+def to_features(
+    objects: Sequence[MergedObject], seg: Segmenter, model: ModelSpec, meta: dict
+) -> gpd.GeoDataFrame:
+    """Georeference merged objects and give them flat, typed, stable properties."""
+    # stable order and ids: by position (top to bottom, left to right), then class
+    bounds = np.array([o.geometry.bounds for o in objects]).reshape(-1, 4)
+    order = np.lexsort((np.array([o.label for o in objects]), bounds[:, 0], bounds[:, 1]))
+    objects = [objects[i] for i in order]
+    pixel_geoms = np.array([o.geometry for o in objects], dtype=object)
+    geoms = pixel_to_crs(pixel_geoms, meta["transform"]) if len(objects) else pixel_geoms
+    crs = meta["crs"]
+    if crs is not None and len(objects):
+        area_m2 = geodesic_areas(to_lonlat(geoms, crs))
+    else:
+        area_m2 = np.full(len(objects), np.nan)
+    classes = list(seg.classes)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    df = pd.DataFrame(
+        {
+            "id": np.arange(1, len(objects) + 1, dtype=np.int64),
+            "class": pd.array([_class_name(classes, o.label) for o in objects], dtype="string"),
+            "score": np.array([round(o.score, 4) for o in objects], dtype=np.float64),
+            "area_m2": pd.array(np.round(area_m2, 2), dtype="Float64"),
+            "area_px": np.array([g.area for g in pixel_geoms], dtype=np.float64),
+            "tile_parts": np.array([o.parts for o in objects], dtype=np.int32),
+            "scene": pd.array([meta["name"]] * len(objects), dtype="string"),
+            "model": pd.array([model.name] * len(objects), dtype="string"),
+            "model_hash": pd.array([model.key] * len(objects), dtype="string"),
+            "detected_at": pd.array([now] * len(objects), dtype="string"),
+        }
+    )
+    df["area_m2"] = df["area_m2"].where(~np.isnan(area_m2), None) if len(objects) else df["area_m2"]
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(list(geoms), crs=crs), crs=crs)
+
+
+def _class_name(classes: list[str], label: int) -> str:
+    return classes[label] if 0 <= label < len(classes) else str(label)

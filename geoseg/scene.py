@@ -1,0 +1,173 @@
+"""Scene: the one place where geoseg opens an image path; everything downstream takes windows.
+
+A scene is read window by window as float32 ``(C, H, W)`` raw band values with NaN wherever the
+source has nodata, a mask, or NaN. A whole scene is never read at once.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from geoseg.env import ALLOWED_DRIVERS, MAX_PIXELS, gdal_env
+from geoseg.errors import SceneError
+
+
+class NoCRSWarning(UserWarning):
+    """A scene has no CRS: its geometries stay in the raster's own coordinate space."""
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """A picklable description of a scene: what a Dask task receives instead of a dataset.
+
+    Parameters
+    ----------
+    path
+        A local path or any GDAL-readable URI (``/vsis3/...``, ``https://...``).
+    bands
+        1-based band indexes to read, in order; None reads every band.
+    crs
+        A CRS to assign when the raster has none (like ``gdal_translate -a_srs``).
+    """
+
+    path: str
+    bands: tuple[int, ...] | None = None
+    crs: str | None = None
+
+    def open(self) -> Scene:
+        return Scene(self.path, bands=self.bands, crs=self.crs)
+
+
+@dataclass
+class Scene:
+    """An open raster scene. Use as a context manager, or call :meth:`close`.
+
+    Attributes: ``width``, ``height``, ``count`` (selected bands), ``bands`` (1-based indexes),
+    ``crs`` (``rasterio.crs.CRS`` or None), ``transform`` (``affine.Affine``), ``name``.
+    """
+
+    path: str
+    bands: Sequence[int] | None = None
+    crs: CRS | str | None = None
+    _ds: rasterio.io.DatasetReader | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = str(self.path)
+        is_uri = "://" in self.path or self.path.startswith("/vsi")
+        if not is_uri and not os.path.exists(self.path):
+            raise SceneError(f"scene '{self.path}': no such file")
+        if not is_uri and os.path.isdir(self.path):
+            raise SceneError(f"scene '{self.path}': is a directory, not a raster")
+        try:
+            with gdal_env():
+                ds = rasterio.open(self.path)
+        except RasterioError as exc:
+            raise SceneError(f"scene '{self.path}': not a readable raster ({_one_line(exc)})") from exc
+        self._ds = ds
+        try:
+            self._validate(ds)
+        except SceneError:
+            ds.close()
+            raise
+
+    def _validate(self, ds) -> None:
+        if ds.driver not in ALLOWED_DRIVERS:
+            raise SceneError(f"scene '{self.path}': raster driver {ds.driver} is not allowed")
+        if ds.width * ds.height > MAX_PIXELS:
+            raise SceneError(
+                f"scene '{self.path}': {ds.width} x {ds.height} pixels exceeds the limit of "
+                f"{MAX_PIXELS} (GEOSEG_MAX_PIXELS)"
+            )
+        bands = tuple(self.bands) if self.bands else tuple(range(1, ds.count + 1))
+        bad = [b for b in bands if not 1 <= b <= ds.count]
+        if bad:
+            raise SceneError(f"scene '{self.path}': band {bad[0]} does not exist (the raster has {ds.count})")
+        self.bands = bands
+        if self.crs is not None:
+            self.crs = CRS.from_user_input(self.crs)
+        elif ds.crs is not None:
+            self.crs = ds.crs
+        else:
+            warnings.warn(
+                f"scene '{self.path}' has no CRS: geometries stay in its own coordinate space "
+                "(assign one with --crs)",
+                NoCRSWarning,
+                stacklevel=3,
+            )
+
+    # -- metadata ---------------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        return self._ds.width
+
+    @property
+    def height(self) -> int:
+        return self._ds.height
+
+    @property
+    def count(self) -> int:
+        return len(self.bands)
+
+    @property
+    def transform(self) -> Affine:
+        return self._ds.transform
+
+    @property
+    def name(self) -> str:
+        return Path(self.path.rstrip("/")).stem
+
+    @property
+    def ref(self) -> SceneRef:
+        crs = self.crs.to_wkt() if (self.crs is not None and self._ds.crs != self.crs) else None
+        return SceneRef(self.path, tuple(self.bands), crs)
+
+    # -- reading ----------------------------------------------------------------------------
+    def read(self, window: Window) -> np.ndarray:
+        """Read ``window`` as float32 ``(C, h, w)``; nodata, masked and NaN pixels become NaN."""
+        try:
+            with gdal_env():
+                data = self._ds.read(self.bands, window=window, masked=True)
+        except RasterioError as exc:
+            raise SceneError(
+                f"scene '{self.path}': cannot read window at row {int(window.row_off)}, "
+                f"col {int(window.col_off)} ({_one_line(exc)})"
+            ) from exc
+        return np.ma.filled(data.astype(np.float32, copy=False), np.nan)
+
+    def close(self) -> None:
+        if self._ds is not None:
+            self._ds.close()
+            self._ds = None
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_scene(
+    path: str | os.PathLike, *, bands: Sequence[int] | None = None, crs: str | None = None
+) -> Scene:
+    """Open a raster scene for windowed reading (see :class:`Scene`)."""
+    return Scene(str(path), bands=bands, crs=crs)
+
+
+def _one_line(exc: BaseException) -> str:
+    """GDAL's own message in one line (rasterio keeps it in the cause of a generic error)."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc)
+    if cause is not None and "previous exception" in text:
+        text = str(cause)
+    return " ".join(text.split())

@@ -1,0 +1,169 @@
+"""The model contract every geoseg model follows, and loading a model from ``--model``.
+
+A segmenter is any object with:
+
+- ``task``: ``"instance"`` or ``"semantic"``;
+- ``classes``: class names. For instance models ``labels`` index into it (torchvision's convention,
+  so ``classes[0]`` is usually ``"background"``); for semantic models it names the output channels,
+  and a channel named ``"background"`` is never vectorised;
+- ``in_channels``: how many bands it takes;
+- ``predict(tiles)``: ``tiles`` is float32 ``(N, C, H, W)`` of raw band values with NaN at nodata
+  (the model owns its normalisation). It returns one prediction per tile: for instance models a dict
+  ``{"masks": (K, H, W) in [0, 1] or bool, "scores": (K,), "labels": (K,)}`` (``"boxes"`` optional),
+  for semantic models a ``(num_classes, H, W)`` array of probabilities. NumPy arrays or torch tensors.
+
+Optional attributes geoseg reads when present: ``name``, ``tile_size``, ``overlap`` (defaults for
+``geoseg predict``) and ``stride`` (tile positions are aligned to it).
+
+``--model`` takes either a checkpoint file (see :mod:`geoseg.checkpoint`) or ``package.module:factory``,
+a callable that returns a segmenter, called with the ``--model-arg KEY=VALUE`` options as keywords.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from geoseg.errors import ModelError
+
+TASKS = ("instance", "semantic")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Structural type of a geoseg model (see the module docstring for the full contract)."""
+
+    task: str
+    classes: Any
+    in_channels: int
+
+    def predict(self, tiles: np.ndarray) -> list: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What ``--model`` and ``--model-arg`` said: picklable, so Dask tasks receive it instead of a
+    model; each worker loads the model once and keeps it (see :func:`get_segmenter`)."""
+
+    spec: str
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def is_factory(self) -> bool:
+        return bool(_FACTORY.match(self.spec)) and not os.path.exists(self.spec)
+
+    @property
+    def key(self) -> str:
+        """A hash that changes whenever the model would: file contents, or factory and options."""
+        h = hashlib.sha256()
+        if self.is_factory:
+            h.update(self.spec.encode())
+        else:
+            h.update(_file_digest(self.spec).encode())
+        h.update(json.dumps(self.options, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def name(self) -> str:
+        if self.is_factory:
+            return self.spec
+        return os.path.basename(self.spec)
+
+
+_cache: dict[str, Segmenter] = {}
+_cache_lock = threading.Lock()
+_digests: dict[tuple[str, float, int], str] = {}
+
+
+def _file_digest(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ModelError(f"model '{path}': no such file or factory") from exc
+    key = (os.path.abspath(path), st.st_mtime, st.st_size)
+    if key not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def get_segmenter(model: ModelSpec) -> Segmenter:
+    """The segmenter for ``model``, loaded once per process and then reused."""
+    key = model.key
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = load_segmenter(model)
+        return _cache[key]
+
+
+def load_segmenter(model: ModelSpec) -> Segmenter:
+    """Load a segmenter from a checkpoint file or a ``module:factory`` spec (uncached)."""
+    if model.is_factory:
+        seg = _from_factory(model.spec, dict(model.options))
+    else:
+        if not os.path.exists(model.spec):
+            raise ModelError(
+                f"model '{model.spec}': no such checkpoint file (a factory is spelled module:callable)"
+            )
+        if model.options:
+            raise ModelError(f"model '{model.spec}': --model-arg applies only to module:factory models")
+        from geoseg.checkpoint import load_checkpoint
+
+        seg = load_checkpoint(model.spec)
+    check_segmenter(seg, model.spec)
+    return seg
+
+
+def _from_factory(spec: str, options: dict) -> Segmenter:
+    module_name, attr = spec.split(":", 1)
+    # Like `python -m`, let a user's module in the working directory be found.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(f"model '{spec}': cannot import module '{module_name}' ({exc})") from exc
+    try:
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise ModelError(f"model '{spec}': module '{module_name}' has no '{attr}'") from exc
+    if not callable(obj):
+        raise ModelError(f"model '{spec}': '{attr}' is not callable")
+    try:
+        return obj(**options)
+    except TypeError as exc:
+        raise ModelError(f"model '{spec}': factory rejected its arguments ({exc})") from exc
+
+
+def check_segmenter(seg: Any, spec: str) -> None:
+    """Raise ModelError unless ``seg`` follows the contract."""
+    missing = [a for a in ("task", "classes", "in_channels", "predict") if not hasattr(seg, a)]
+    if missing:
+        raise ModelError(f"model '{spec}': returned object lacks {', '.join(missing)}")
+    if seg.task not in TASKS:
+        raise ModelError(f"model '{spec}': task must be one of {TASKS}, got {seg.task!r}")
+    if not isinstance(seg.in_channels, int) or seg.in_channels < 1:
+        raise ModelError(f"model '{spec}': in_channels must be a positive int")
+    if len(seg.classes) < 1:
+        raise ModelError(f"model '{spec}': classes is empty")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A NumPy view of a NumPy array or a torch tensor (on any device)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)

@@ -6,10 +6,12 @@ every tile it touches, or (d) a few pixels from another object. Two parts from d
 are linked when
 
 - they are the same object seen twice: IoU >= ``iou_threshold``; or
-- at least one is cut by its tile's edge and, inside the strip the two windows share, their
-  intersection covers at least ``ios_threshold`` of the smaller one's share of the strip; or
-- the windows only abut (no overlap), both parts are cut, and their shared stretch of the seam is
-  at least ``ios_threshold`` of the shorter one's stretch.
+- at least one is cut by its tile's edge and, inside the strip the two windows share, either
+  their intersection covers at least ``ios_threshold`` of the smaller one's share of the strip,
+  or the two agree exactly there (each connected piece of one inside the strip lies wholly inside
+  or wholly outside the other, as when both tiles saw the same pixels); or
+- the windows only abut (no overlap) and the two parts share a stretch of the seam line: their
+  pixels are 4-adjacent across it.
 
 Linked parts form groups (connected components). A group with a part that no tile edge cuts is
 that object, seen whole: the best such part is kept (and any other whole part that is clearly a
@@ -104,17 +106,30 @@ def link_parts(
         boxes = shapely.box(strip[m, 0], strip[m, 1], strip[m, 2], strip[m, 3])
         sa = shapely.area(shapely.intersection(geoms[a[m]], boxes))
         sb = shapely.area(shapely.intersection(geoms[b[m]], boxes))
-        link[m] = inter_area[m] >= ios_threshold * np.maximum(np.minimum(sa, sb), 1e-12)
+        ratio_ok = inter_area[m] >= ios_threshold * np.maximum(np.minimum(sa, sb), 1e-12)
+        # Consistent views (both tiles agree on the strip's pixels) can share just a small piece of
+        # the strip when the object connects elsewhere; they share whole pieces, never part of one.
+        for k in np.flatnonzero(~ratio_ok):
+            ratio_ok[k] = _clean_overlap(geoms[a[m][k]], geoms[b[m][k]], boxes[k])
+        link[m] = ratio_ok
 
-    # Windows abut: compare the stretches of the seam line the two parts occupy.
+    # Windows abut: parts that share a stretch of the seam hold 4-adjacent pixels: one object.
     m = ~link & cut[a] & cut[b] & (np.minimum(sw, sh) == 0) & (np.maximum(sw, sh) > 0)
     if m.any():
         seams = shapely.linestrings(np.stack([strip[m][:, [0, 1]], strip[m][:, [2, 3]]], axis=1))
-        shared = shapely.length(shapely.intersection(inter[m], seams))
-        la = shapely.length(shapely.intersection(shapely.boundary(geoms[a[m]]), seams))
-        lb = shapely.length(shapely.intersection(shapely.boundary(geoms[b[m]]), seams))
-        link[m] = (shared > 0) & (shared >= ios_threshold * np.maximum(np.minimum(la, lb), 1e-12))
+        link[m] = shapely.length(shapely.intersection(inter[m], seams)) > 0
     return a[link], b[link]
+
+
+def _clean_overlap(g1: shapely.Geometry, g2: shapely.Geometry, strip: shapely.Geometry) -> bool:
+    """True when each connected piece of either part inside the strip lies wholly inside the other
+    part or wholly outside it (what two tiles that see the same pixels produce)."""
+    for mine, other in ((g1, g2), (g2, g1)):
+        for piece in shapely.get_parts(polygonal(shapely.intersection(mine, strip))):
+            inside = shapely.intersection(piece, other).area
+            if 1e-9 * piece.area < inside < piece.area * (1 - 1e-9):
+                return False
+    return True
 
 
 def merge_instances(

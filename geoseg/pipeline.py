@@ -20,6 +20,7 @@ import dask
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from dask.callbacks import Callback
 
 from geoseg.errors import ModelError
@@ -40,7 +41,7 @@ class PredictOptions:
     batch_size: int = 4
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
-    min_area: float = 0.0
+    min_area: float = 0.0  # pixels; applied to merged objects
     iou_threshold: float = 0.5
     ios_threshold: float = 0.5
     workers: int = 1
@@ -109,7 +110,6 @@ def run_batch(
                     tiles[i],
                     score_threshold=opts.score_threshold,
                     mask_threshold=opts.mask_threshold,
-                    min_area=opts.min_area,
                 )
             )
         else:
@@ -161,6 +161,8 @@ def predict_scene(
         )
     else:
         objects = dissolve_semantic(parts)
+    if opts.min_area > 0:  # on whole objects: filtering tile parts would depend on the tiling
+        objects = drop_small(objects, opts.min_area)
     features = to_features(objects, seg, model, meta)
     stats = {
         "scene": meta["path"],
@@ -177,6 +179,17 @@ def predict_scene(
         "seconds": time.perf_counter() - started,
     }
     return SceneResult(features, stats)
+
+
+def drop_small(objects: list[MergedObject], min_area: float) -> list[MergedObject]:
+    """Drop objects, and parts of multi-part objects, smaller than ``min_area`` pixels."""
+    kept = []
+    for o in objects:
+        big = [p for p in shapely.get_parts(o.geometry) if p.area >= min_area]
+        if big:
+            geom = big[0] if len(big) == 1 else shapely.MultiPolygon(big)
+            kept.append(MergedObject(geom, o.score, o.label, o.parts))
+    return kept
 
 
 def check_bands(scene: Scene, seg: Segmenter, model: ModelSpec) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.special import expit
 
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
@@ -74,7 +75,7 @@ class ThresholdSemantic:
 
     def predict(self, tiles: np.ndarray) -> np.ndarray:
         x = np.nan_to_num(tiles[:, self.band - 1], nan=-np.inf).astype(np.float64)
-        fg = 1.0 / (1.0 + np.exp(-self.sharpness * (x - self.threshold)))
+        fg = expit(self.sharpness * (x - self.threshold))
         return np.stack([1.0 - fg, fg], axis=1).astype(np.float32)
 
 

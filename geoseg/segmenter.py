@@ -89,7 +89,9 @@ def _file_digest(path: str) -> str:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise ModelError(f"model '{path}': no such file or factory") from exc
+        raise ModelError(
+            f"model '{path}': no such file (a factory is spelled package.module:callable)"
+        ) from exc
     key = (os.path.abspath(path), st.st_mtime, st.st_size)
     if key not in _digests:
         h = hashlib.sha256()

@@ -7,12 +7,14 @@ the tile it owns (its core), dissolved across tiles by :mod:`geoseg.merge`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import shapely
 from affine import Affine
 from rasterio import features
+from rasterio.errors import NotGeoreferencedWarning
 from scipy import ndimage
 from shapely.geometry import shape
 
@@ -64,10 +66,10 @@ def mask_to_geometry(
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.uint8)
     transform = Affine.translation(col_off + c0, row_off + r0)
-    parts = [
-        shape(g)
-        for g, _ in features.shapes(crop, mask=crop.astype(bool), transform=transform, connectivity=4)
-    ]
+    with warnings.catch_warnings():  # a crop at the scene origin has an identity transform
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        found = features.shapes(crop, mask=crop.astype(bool), transform=transform, connectivity=4)
+        parts = [shape(g) for g, _ in found]
     parts = [p for p in parts if p.area >= max(min_area, 1e-9)]
     if not parts:
         return None
@@ -142,9 +144,12 @@ def semantic_pieces(probs, tile: Tile, classes: list[str]) -> list[SemanticPiece
         index = np.arange(1, n + 1)
         prob_sums = ndimage.sum_labels(top, regions, index)
         counts = ndimage.sum_labels(sel, regions, index)
-        for g, value in features.shapes(
-            regions.astype(np.int32), mask=sel, transform=transform, connectivity=4
-        ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            found = list(
+                features.shapes(regions.astype(np.int32), mask=sel, transform=transform, connectivity=4)
+            )
+        for g, value in found:
             i = int(value) - 1
             out.append(SemanticPiece(shape(g), label, float(prob_sums[i]), int(counts[i])))
     return out

@@ -10,7 +10,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import SceneError
 from geoseg.scene import NoCRSWarning, open_scene
-from tests.conftest import write_raster
+from tests.helpers import write_raster
 
 
 def test_read_window_nodata_becomes_nan(real_data):
@@ -71,7 +71,7 @@ def test_vrt_is_refused(tmp_path, real_data):
     vrt = tmp_path / "x.vrt"
     vrt.write_text(
         f'<VRTDataset rasterXSize="10" rasterYSize="15"><VRTRasterBand dataType="Byte" band="1">'
-        f'<SimpleSource><SourceFilename>{real_data / "rotated.tif"}</SourceFilename>'
+        f"<SimpleSource><SourceFilename>{real_data / 'rotated.tif'}</SourceFilename>"
         f"<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>"
     )
     with pytest.raises(SceneError, match="driver VRT is not allowed"):

@@ -1,0 +1,108 @@
+"""Cross-tile merging: seen twice -> once; cut -> whole; longer than a tile -> whole; close -> two."""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage
+
+from geoseg.merge import merge_instances
+from geoseg.plugins import ThresholdInstances
+from geoseg.tiling import TileGrid
+from geoseg.vectorize import InstancePart, instance_parts, mask_to_geometry
+
+
+def tiled_objects(image: np.ndarray, size: int, overlap: int) -> list[shapely.Geometry]:
+    """Run the threshold plug-in tile by tile over ``image`` and merge, without any files."""
+    grid = TileGrid(*image.shape, size=size, overlap=overlap)
+    seg = ThresholdInstances(threshold=0.5)
+    parts, tiles = [], {}
+    for t in grid:
+        r0, c0, r1, c1 = t.bounds
+        pred = seg.predict(image[None, None, r0:r1, c0:c1].astype(np.float32))[0]
+        parts.extend(instance_parts(pred, t))
+        tiles[t.index] = t
+    return [o.geometry for o in merge_instances(parts, tiles)]
+
+
+def whole_objects(image: np.ndarray) -> list[shapely.Geometry]:
+    labels, n = ndimage.label(image > 0.5)
+    return [mask_to_geometry(labels == i) for i in range(1, n + 1)]
+
+
+def assert_same_objects(expected, got):
+    assert len(got) == len(expected)
+    remaining = list(got)
+    for e in expected:
+        match = next((g for g in remaining if g.equals(e)), None)
+        assert match is not None, f"no output equals {e.wkt[:80]}"
+        remaining.remove(match)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    size=st.sampled_from([16, 24, 32]),
+    overlap=st.sampled_from([0, 1, 4, 8]),
+    density=st.floats(0.05, 0.6),
+)
+def test_tiled_merge_equals_whole_image_components(seed, size, overlap, density):
+    rng = np.random.default_rng(seed)
+    image = (rng.random((70, 90)) < density).astype(np.uint8)
+    assert_same_objects(whole_objects(image), tiled_objects(image, size, overlap))
+
+
+def _part(geom, tile, cut, score=0.9):
+    return InstancePart(geom, score, 1, tile, cut, geom.area)
+
+
+def _two_tiles(overlap=20):
+    grid = TileGrid(100, 180, size=100, overlap=overlap)
+    return {t.index: t for t in grid}
+
+
+def test_seen_twice_with_slightly_different_masks_is_one():
+    tiles = _two_tiles()
+    a = shapely.box(82, 40, 95, 60)
+    b = shapely.box(83, 40, 96, 61)  # the neighbour's slightly different view
+    merged = merge_instances([_part(a, 0, False, 0.8), _part(b, 1, False, 0.9)], tiles)
+    assert len(merged) == 1 and merged[0].score == 0.9 and merged[0].geometry.equals(b)
+
+
+def test_cut_fragment_and_whole_view_give_the_whole_object():
+    tiles = {t.index: t for t in TileGrid(100, 180, size=100, overlap=40)}  # tile 1 = cols 80..180
+    frag = shapely.box(70, 40, 100, 50)  # tile 0 (cols 0..100) cuts it at col 100
+    whole = shapely.box(81, 40, 110, 50)  # seen whole in tile 1
+    merged = merge_instances([_part(frag, 0, True), _part(whole, 1, False)], tiles)
+    assert len(merged) == 1 and merged[0].geometry.equals(whole)
+
+
+def test_two_close_objects_each_seen_whole_stay_two():
+    tiles = _two_tiles()
+    left = shapely.box(82, 40, 89, 70)
+    right = shapely.box(88, 40, 95, 70)  # masks overlap by a pixel column (a soft model's bleed)
+    merged = merge_instances([_part(left, 0, False), _part(right, 1, False)], tiles)
+    assert len(merged) == 2
+
+
+def test_cut_fragment_does_not_swallow_a_close_neighbour():
+    tiles = {t.index: t for t in TileGrid(100, 180, size=100, overlap=20)}  # seam strip cols 80..100
+    frag = shapely.box(60, 40, 100, 50)  # cut by tile 0's right edge
+    other = shapely.box(81, 49, 99, 60)  # a neighbour seen whole in tile 1, touching by one row
+    rest = shapely.box(80, 40, 130, 49)  # the fragment's continuation in tile 1 (cut at col 80)
+    parts = [_part(frag, 0, True), _part(other, 1, False), _part(rest, 1, True)]
+    merged = merge_instances(parts, tiles)
+    assert len(merged) == 2
+    # each tile contributes what it owns (cores split at col 90)
+    expected = shapely.box(60, 40, 90, 50).union(shapely.box(90, 40, 130, 49))
+    assert any(m.geometry.equals(other) for m in merged)
+    assert any(m.geometry.equals(expected) for m in merged)
+
+
+def test_object_longer_than_a_tile_is_one_whole_polygon():
+    image = np.zeros((40, 200), np.uint8)
+    image[10:20, 5:195] = 1
+    got = tiled_objects(image, 32, 8)
+    assert len(got) == 1 and got[0].equals(shapely.box(5, 10, 195, 20))

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import dask
+import dask.local
+import dask.threaded
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
 from dask.callbacks import Callback
 
+from geoseg.env import gdal_env
 from geoseg.errors import ModelError
 from geoseg.georef import geodesic_areas, pixel_to_crs, to_lonlat
 from geoseg.merge import MergedObject, dissolve_semantic, merge_instances
@@ -64,10 +68,12 @@ class SceneResult:
 
 
 def _configure_torch_threads(workers: int) -> int | None:
-    """Keep workers x torch threads <= cores; returns the previous setting to restore."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
+    """Keep workers x torch threads <= cores; returns the previous setting to restore.
+
+    Only when the model uses torch (it is imported by then): a model without torch pays nothing.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
         return None
     previous = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -102,19 +108,26 @@ def run_batch(
     preds = seg.predict(batch)
     result.model_seconds = time.perf_counter() - t0
     result.tiles_run = len(todo)
-    for slot, i in enumerate(todo):
+    with gdal_env():  # one GDAL environment for all the polygonising below, not one per mask
+        _vectorize(result, seg, preds, [tiles[i] for i in todo], opts)
+    return result
+
+
+def _vectorize(
+    result: BatchResult, seg: Segmenter, preds, tiles: Sequence[Tile], opts: PredictOptions
+) -> None:
+    for slot, tile in enumerate(tiles):
         if seg.task == "instance":
             result.parts.extend(
                 instance_parts(
                     preds[slot],
-                    tiles[i],
+                    tile,
                     score_threshold=opts.score_threshold,
                     mask_threshold=opts.mask_threshold,
                 )
             )
         else:
-            result.parts.extend(semantic_pieces(preds[slot], tiles[i], list(seg.classes)))
-    return result
+            result.parts.extend(semantic_pieces(preds[slot], tile, list(seg.classes)))
 
 
 def predict_scene(
@@ -228,12 +241,14 @@ def _compute(tasks: list, workers: int, progress, scheduler) -> list[BatchResult
     previous = _configure_torch_threads(workers)
     try:
         with _ProgressCallback(progress, len(tasks)):
-            return list(dask.compute(*tasks, scheduler="threads", num_workers=max(1, workers)))
+            # One worker runs the graph in this thread (torch's thread pool is already warm here);
+            # pass scheduler functions, not names: a name makes dask import distributed.
+            if workers <= 1:
+                return list(dask.compute(*tasks, scheduler=dask.local.get_sync))
+            return list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=workers))
     finally:
         if previous is not None:
-            import torch
-
-            torch.set_num_threads(previous)
+            sys.modules["torch"].set_num_threads(previous)
 
 
 class _ProgressCallback(Callback):

@@ -42,9 +42,14 @@ class ThresholdInstances:
             fg = np.nan_to_num(tile[self.band - 1], nan=-np.inf) > self.threshold
             labels, n = ndimage.label(fg, structure=_FOUR_CONNECTED)
             masks = labels[None, :, :] == np.arange(1, n + 1)[:, None, None]
+            boxes = np.array(
+                [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(labels)],
+                dtype=np.float32,
+            ).reshape(-1, 4)
             out.append(
                 {
                     "masks": masks,
+                    "boxes": boxes,
                     "scores": np.ones(n, np.float32),
                     "labels": np.ones(n, np.int64),
                 }

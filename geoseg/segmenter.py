@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import re
@@ -146,9 +147,15 @@ def _from_factory(spec: str, options: dict) -> Segmenter:
     if not callable(obj):
         raise ModelError(f"model '{spec}': '{attr}' is not callable")
     try:
-        return obj(**options)
+        inspect.signature(obj).bind(**options)
     except TypeError as exc:
         raise ModelError(f"model '{spec}': factory rejected its arguments ({exc})") from exc
+    except ValueError:  # no signature to check (some builtins): let the call decide
+        pass
+    try:
+        return obj(**options)
+    except Exception as exc:
+        raise ModelError(f"model '{spec}': factory failed ({type(exc).__name__}: {exc})") from exc
 
 
 def check_segmenter(seg: Any, spec: str) -> None:

@@ -47,12 +47,13 @@ class SemanticPiece:
 
 
 def mask_to_geometry(
-    mask: np.ndarray, row_off: int = 0, col_off: int = 0, *, min_area: float = 0
+    mask: np.ndarray, row_off: int = 0, col_off: int = 0, *, min_area: float = 0, largest: bool = False
 ) -> shapely.Geometry | None:
     """Polygon (or MultiPolygon) of the True pixels of ``mask``, offset to scene pixel space.
 
     4-connected pixels form one polygon; holes are kept; parts smaller than ``min_area`` pixels
-    are dropped. Returns None when nothing is left.
+    are dropped, and with ``largest`` only the largest part is kept. Returns None when nothing is
+    left.
 
     >>> m = np.zeros((5, 5), bool); m[1:4, 1:4] = True; m[2, 2] = False
     >>> g = mask_to_geometry(m, 10, 20)
@@ -65,6 +66,10 @@ def mask_to_geometry(
     cols = np.flatnonzero(mask.any(axis=0))
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.uint8)
+    if largest:  # choose the largest 4-connected region before polygonising (cheap in NumPy)
+        regions, n = ndimage.label(crop, structure=_FOUR_CONNECTED)
+        if n > 1:
+            crop = (regions == np.argmax(np.bincount(regions.ravel())[1:]) + 1).astype(np.uint8)
     transform = Affine.translation(col_off + c0, row_off + r0)
     with warnings.catch_warnings():  # a crop at the scene origin has an identity transform
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -73,6 +78,8 @@ def mask_to_geometry(
     parts = [p for p in parts if p.area >= max(min_area, 1e-9)]
     if not parts:
         return None
+    if largest:
+        parts = [max(parts, key=lambda p: p.area)]
     geom = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
     return geom if geom.is_valid else shapely.make_valid(geom)
 
@@ -109,7 +116,8 @@ def instance_parts(
                 continue
         sub = m[y0:y1, x0:x1]
         binary = sub if sub.dtype == bool else sub >= mask_threshold
-        geom = mask_to_geometry(binary, r_off + y0, c_off + x0, min_area=min_area)
+        # an instance is one connected region: stray specks of a soft mask are dropped
+        geom = mask_to_geometry(binary, r_off + y0, c_off + x0, min_area=min_area, largest=True)
         if geom is None:
             continue
         gx0, gy0, gx1, gy1 = geom.bounds

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each script prints ratios and the command that reruns it."""

@@ -84,11 +84,6 @@ class ThresholdSemantic:
         return np.stack([1.0 - fg, fg], axis=1).astype(np.float32)
 
 
-def threshold_instances(**options) -> ThresholdInstances:
-    """Factory for ``--model geoseg.plugins:threshold_instances``."""
-    return ThresholdInstances(**options)
-
-
-def threshold_semantic(**options) -> ThresholdSemantic:
-    """Factory for ``--model geoseg.plugins:threshold_semantic``."""
-    return ThresholdSemantic(**options)
+#: factories for ``--model geoseg.plugins:threshold_instances`` / ``...:threshold_semantic``
+threshold_instances = ThresholdInstances
+threshold_semantic = ThresholdSemantic

@@ -18,6 +18,7 @@ import os
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 
 from geoseg.errors import EvalError
@@ -65,15 +66,15 @@ def evaluate(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_threshold: 
     ta, pa = shapely.area(tg), shapely.area(pg)
     iou = inter / np.maximum(ta[pairs_t] + pa[pairs_p] - inter, 1e-12) if pairs_t.size else inter
 
-    matched_t, matched_p, match_ious = set(), set(), []
+    matched_t, matched_p, match_ious = {}, {}, []
     for k in np.argsort(-iou, kind="stable"):
         if iou[k] < iou_threshold:
             break
         t, p = int(pairs_t[k]), int(pairs_p[k])
         if t in matched_t or p in matched_p:
             continue
-        matched_t.add(t)
-        matched_p.add(p)
+        matched_t[t] = p
+        matched_p[p] = t
         match_ious.append(float(iou[k]))
 
     duplicates = 0
@@ -88,6 +89,7 @@ def evaluate(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_threshold: 
             seam_splits += 1
 
     tp = len(matched_t)
+    attributes = _attribute_errors(pred, truth, pairs_t, pairs_p, matched_t, matched_p)
     precision = tp / n_pred if n_pred else (1.0 if n_true == 0 else 0.0)
     recall = tp / n_true if n_true else (1.0 if n_pred == 0 else 0.0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -105,7 +107,31 @@ def evaluate(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_threshold: 
         "duplicates": duplicates,
         "seam_splits": seam_splits,
         "crs": crs.to_string() if crs is not None else None,
+        **attributes,
     }
+
+
+def _attribute_errors(pred, truth, pairs_t, pairs_p, matched_t: dict, matched_p: dict) -> dict:
+    """Median errors of ship attributes over matched objects, when both sides carry them."""
+    out = {}
+    if not matched_t:
+        return out
+    t_idx = np.array(list(matched_t.keys()))
+    p_idx = np.array([matched_t[t] for t in t_idx])
+    for col in ("length_m", "beam_m"):
+        if col in pred.columns and col in truth.columns:
+            tv = pd.to_numeric(truth[col], errors="coerce").to_numpy(float)[t_idx]
+            pv = pd.to_numeric(pred[col], errors="coerce").to_numpy(float)[p_idx]
+            rel = np.abs(pv - tv) / np.maximum(np.abs(tv), 1e-9)
+            if np.isfinite(rel).any():
+                out[f"median_{col.removesuffix('_m')}_error_pct"] = round(float(np.nanmedian(rel)) * 100, 2)
+    if "heading_deg" in pred.columns and "heading_deg" in truth.columns:
+        tv = pd.to_numeric(truth["heading_deg"], errors="coerce").to_numpy(float)[t_idx]
+        pv = pd.to_numeric(pred["heading_deg"], errors="coerce").to_numpy(float)[p_idx]
+        diff = np.abs((pv - tv + 180) % 360 - 180)
+        if np.isfinite(diff).any():
+            out["median_heading_error_deg"] = round(float(np.nanmedian(diff)), 2)
+    return out
 
 
 def summary(report: dict) -> str:
@@ -116,8 +142,20 @@ def summary(report: dict) -> str:
         f"{report['true_positives']} matched at IoU >= {report['iou_threshold']}\n"
         f"precision {report['precision']:.3f}  recall {report['recall']:.3f}  "
         f"F1 {report['f1']:.3f}  mean IoU {miou}\n"
-        f"duplicates {report['duplicates']}  seam splits {report['seam_splits']}"
+        f"duplicates {report['duplicates']}  seam splits {report['seam_splits']}" + _attribute_line(report)
     )
+
+
+def _attribute_line(report: dict) -> str:
+    parts = []
+    for key, label, unit in (
+        ("median_length_error_pct", "length", "%"),
+        ("median_beam_error_pct", "beam", "%"),
+        ("median_heading_error_deg", "heading", " deg"),
+    ):
+        if key in report:
+            parts.append(f"{label} {report[key]:.1f}{unit}")
+    return ("\nmedian errors of matched objects: " + ", ".join(parts)) if parts else ""
 
 
 def dumps(report: dict) -> str:

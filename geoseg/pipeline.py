@@ -26,6 +26,7 @@ import pandas as pd
 import shapely
 from dask.callbacks import Callback
 
+from geoseg.attributes import ship_attributes
 from geoseg.env import gdal_env
 from geoseg.errors import ModelError
 from geoseg.georef import geodesic_areas, pixel_to_crs, to_lonlat
@@ -156,8 +157,14 @@ def predict_scene(
     started = time.perf_counter()
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
     model = model if isinstance(model, ModelSpec) else ModelSpec(model)
+    ref.open().close()  # a bad scene fails before a model is loaded
+    seg = get_segmenter(model)
+    trained_bands = (getattr(seg, "metadata", None) or {}).get("bands")
+    if ref.bands is None and trained_bands and len(trained_bands) == seg.in_channels:
+        with ref.open() as sc:  # a checkpoint knows its bands: use them unless told otherwise
+            if sc.count != seg.in_channels and max(trained_bands) <= sc.count:
+                ref = SceneRef(ref.path, tuple(trained_bands), ref.crs)
     with ref.open() as sc:
-        seg = get_segmenter(model)
         check_bands(sc, seg, model)
         grid = make_grid(sc, seg, opts)
         meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
@@ -296,6 +303,10 @@ def to_features(
         }
     )
     df["area_m2"] = df["area_m2"].where(~np.isnan(area_m2), None) if len(objects) else df["area_m2"]
+    if seg.task == "instance":  # ship measures: length, beam, heading (null without a CRS)
+        dims = ship_attributes(geoms, crs)
+        for col in dims.columns:
+            df.insert(df.columns.get_loc("area_px"), col, dims[col].to_numpy())
     return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(list(geoms), crs=crs), crs=crs)
 
 

@@ -130,3 +130,17 @@ def test_not_safetensors(tmp_path):
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all")
     with pytest.raises(CheckpointError, match="not a safetensors file"):
         load_checkpoint(path)
+
+
+def test_checkpoint_bands_are_used_when_not_given(tmp_path):
+    path = tmp_path / "band2.safetensors"
+    save_checkpoint(path, pointwise_state(), {**META, "bands": [2]})
+    a = np.zeros((3, 100, 100), np.uint8)
+    a[1, 20:40, 20:40] = 200  # only band 2 has the object
+    a[0, 60:90, 60:90] = 200
+    scene = write_raster(tmp_path / "rgb.tif", a)
+    out = tmp_path / "o.geojson"
+    r = CliRunner().invoke(cli, ["-q", "predict", str(scene), "-m", str(path), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    feats = json.loads(out.read_text())["features"]
+    assert len(feats) == 1 and feats[0]["properties"]["area_px"] == 400

@@ -25,12 +25,16 @@ def box(x, y, w=100, h=40):
 
 def test_counts():
     truth = gdf([box(0, 0), box(500, 0), box(1000, 0), box(1500, 0)])
-    pred = gdf([
-        box(2, 0),                                  # match
-        box(500, 0), box(501, 1),                   # match + duplicate
-        box(1000, 0, w=48), box(1052, 0, w=48),     # truth 3 in two pieces (seam split)
-        box(3000, 0),                               # false positive
-    ])  # fmt: skip
+    pred = gdf(
+        [
+            box(2, 0),  # match
+            box(500, 0),
+            box(501, 1),  # match + duplicate
+            box(1000, 0, w=48),
+            box(1052, 0, w=48),  # truth 3 in two pieces (seam split)
+            box(3000, 0),  # false positive
+        ]
+    )
     r = evaluate(pred, truth)
     assert (r["true_positives"], r["predictions"], r["truths"]) == (2, 6, 4)
     assert r["duplicates"] == 1 and r["seam_splits"] == 1
@@ -52,8 +56,9 @@ def test_cli(tmp_path):
     truth = gdf([box(0, 0), box(500, 0)])
     truth.to_file(tmp_path / "t.gpkg")
     gdf([box(0, 0)]).to_crs(4326).to_file(tmp_path / "p.geojson")
-    r = CliRunner().invoke(cli, ["eval", str(tmp_path / "p.geojson"), str(tmp_path / "t.gpkg"),
-                                 "-o", str(tmp_path / "r.json")])  # fmt: skip
+    r = CliRunner().invoke(
+        cli, ["eval", str(tmp_path / "p.geojson"), str(tmp_path / "t.gpkg"), "-o", str(tmp_path / "r.json")]
+    )
     assert r.exit_code == 0 and "F1 0.667" in r.output and "seam splits 0" in r.output
     assert json.loads((tmp_path / "r.json").read_text())["recall"] == 0.5
     r = CliRunner().invoke(cli, ["eval", "--json", str(tmp_path / "p.geojson"), str(tmp_path / "t.gpkg")])

@@ -80,8 +80,19 @@ def test_pairs_three_pixels_apart_stay_two(tmp_path):
 
 def test_geojson_is_rfc7946(objects_scene, tmp_path):
     out = tmp_path / "o.geojson"
-    r = run_cli("-q", "predict", objects_scene, "-m", THRESHOLD.spec, "--model-arg", "threshold=100",
-                "--tile-size", 512, "-o", out)  # fmt: skip
+    r = run_cli(
+        "-q",
+        "predict",
+        objects_scene,
+        "-m",
+        THRESHOLD.spec,
+        "--model-arg",
+        "threshold=100",
+        "--tile-size",
+        512,
+        "-o",
+        out,
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(out.read_text())
     assert doc["type"] == "FeatureCollection" and "crs" not in doc
@@ -119,8 +130,9 @@ def test_native_crs_formats(objects_scene, tmp_path, fmt):
 
 def test_stdout_and_stats(objects_scene, tmp_path):
     stats = tmp_path / "stats.json"
-    r = run_cli("-q", "predict", objects_scene, "-m", THRESHOLD.spec, "--model-arg", "threshold=100",
-                "--stats", stats)  # fmt: skip
+    r = run_cli(
+        "-q", "predict", objects_scene, "-m", THRESHOLD.spec, "--model-arg", "threshold=100", "--stats", stats
+    )
     assert r.exit_code == 0
     doc = json.loads(r.stdout)
     assert doc["type"] == "FeatureCollection"
@@ -134,8 +146,18 @@ def test_no_overwrite_without_flag(objects_scene, tmp_path):
     r = CliRunner().invoke(cli, ["predict", str(objects_scene), "-m", THRESHOLD.spec, "-o", str(out)])
     assert r.exit_code == 1 and "already exists" in r.output
     assert out.read_text() == "keep me"
-    r = run_cli("-q", "predict", objects_scene, "-m", THRESHOLD.spec, "--model-arg", "threshold=100",
-                "-o", out, "--overwrite")  # fmt: skip
+    r = run_cli(
+        "-q",
+        "predict",
+        objects_scene,
+        "-m",
+        THRESHOLD.spec,
+        "--model-arg",
+        "threshold=100",
+        "-o",
+        out,
+        "--overwrite",
+    )
     assert r.exit_code == 0 and json.loads(out.read_text())["features"]
 
 

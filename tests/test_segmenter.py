@@ -45,8 +45,22 @@ def test_user_factory_from_the_working_directory(tmp_path, monkeypatch):
     a[10:30, 10:30] = 200
     a[400:420, 600:620] = 200
     write_raster(tmp_path / "s.tif", a)
-    r = CliRunner().invoke(cli, ["-q", "predict", "s.tif", "-m", "my_models:make", "-o", "o.gpkg",
-                                 "--tile-size", "256", "--workers", "2"])  # fmt: skip
+    r = CliRunner().invoke(
+        cli,
+        [
+            "-q",
+            "predict",
+            "s.tif",
+            "-m",
+            "my_models:make",
+            "-o",
+            "o.gpkg",
+            "--tile-size",
+            "256",
+            "--workers",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     import my_models
 

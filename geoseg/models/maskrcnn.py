@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models import resnet
@@ -94,6 +95,19 @@ def no_resize(model: MaskRCNN, height: int, width: int) -> None:
     """Make torchvision's transform keep ``height x width`` images at their size."""
     model.transform.min_size = (min(height, width),)
     model.transform.max_size = max(height, width)
+
+
+def instance_target(masks: np.ndarray) -> dict:
+    """torchvision's training target for instance masks (K, H, W): boxes, labels (1) and masks."""
+    boxes = []
+    for m in masks:
+        rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.ones(len(masks), dtype=torch.int64),
+        "masks": torch.from_numpy(np.ascontiguousarray(masks)),
+    }
 
 
 class MaskRCNNSegmenter(TorchSegmenter):

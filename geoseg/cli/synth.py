@@ -1,0 +1,47 @@
+"""``geoseg synth``: seeded synthetic scenes with their truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoseg.cli.options import overwrite_opt
+from geoseg.output import check_writable
+
+
+@click.group()
+def synth():
+    """Make synthetic scenes (and their truth) for training, tests and demos."""
+
+
+@synth.command()
+@click.argument("out")
+@click.option("--size", type=click.IntRange(256), default=8000, show_default=True, help="Pixels a side.")
+@click.option(
+    "--gsd", type=click.FloatRange(0.3, 5.0), default=1.5, show_default=True, help="Metres per pixel."
+)
+@click.option("--crs", default="EPSG:32631", show_default=True, help="A projected CRS in metres (UTM).")
+@click.option("--tankers", "n_tankers", type=click.IntRange(0), default=None, help="Default: ~1 per 1.5 km².")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--land/--no-land", default=True, show_default=True, help="A coastline with land.")
+@click.option("--clouds/--no-clouds", default=False, show_default=True, help="Thin clouds.")
+@click.option("--truth", default=None, help="Truth GeoJSON (default: OUT with .truth.geojson).")
+@overwrite_opt
+def tankers(out, size, gsd, crs, n_tankers, seed, land, clouds, truth, overwrite):
+    """Write a tanker scene OUT (3-band GeoTIFF, tiled, compressed) and its truth as GeoJSON."""
+    from geoseg.synth_tankers import tanker_scene
+
+    truth = truth or str(Path(out).with_suffix("")) + ".truth.geojson"
+    check_writable(out, overwrite=overwrite)
+    check_writable(truth, overwrite=overwrite)
+    try:
+        _, frame = tanker_scene(out, size=size, gsd=gsd, crs=crs, n_tankers=n_tankers, seed=seed,
+                                land=land, clouds=clouds, truth=truth)  # fmt: skip
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--crs") from None
+    clusters = int((frame["cluster"] >= 0).sum())
+    click.echo(
+        f"{out}: {size} x {size} px at {gsd} m, {len(frame)} tankers ({clusters} in clusters); truth {truth}",
+        err=True,
+    )

@@ -1,0 +1,66 @@
+"""Ship length, beam and heading in metres and degrees, for any CRS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from rasterio.transform import from_origin
+
+from geoseg.attributes import ship_attributes
+from geoseg.georef import pixel_to_crs
+from geoseg.synth_tankers import Tanker, truth_frame
+
+
+@pytest.mark.parametrize(
+    "crs, transform, tol_m",
+    [
+        ("EPSG:32631", from_origin(400000, 5600000, 1.5, 1.5), 0.5),
+        ("EPSG:32750", from_origin(400000, 7400000, 2.0, 2.0), 0.5),
+        (
+            "EPSG:32633",
+            Affine.translation(500000, 6650000) @ Affine.rotation(25) @ Affine.scale(1.0, -1.0),
+            0.5,
+        ),
+        # pixels square on the ground: 1e-5 deg of latitude, 1e-5 / cos(55 deg) of longitude
+        ("EPSG:4326", from_origin(10.0, 55.0, 1e-5 / np.cos(np.radians(55)), 1e-5), 1.0),
+    ],
+    ids=["north-utm", "south-utm", "rotated", "geographic"],
+)
+def test_attributes_match_the_truth(crs, transform, tol_m):
+    rng = np.random.default_rng(0)
+    tankers = [
+        Tanker(
+            float(rng.uniform(300, 700)),
+            float(rng.uniform(300, 700)),
+            float(rng.uniform(80, 300)),
+            float(rng.uniform(14, 45)),
+            float(h),
+            0,
+            False,
+            -1,
+        )
+        for h in rng.uniform(0, 360, 12)
+    ]
+    truth = truth_frame(tankers, transform, crs)
+    got = ship_attributes(truth.geometry.values, crs)
+    assert np.abs(got["length_m"].to_numpy(float) - truth["length_m"]).max() < tol_m
+    assert np.abs(got["beam_m"].to_numpy(float) - truth["beam_m"]).max() < tol_m
+    err = np.abs((got["heading_deg"].to_numpy(float) - truth["heading_deg"] + 180) % 360 - 180)
+    assert err.max() < 1.0
+
+
+def test_heading_points_to_the_bow_on_a_north_up_scene():
+    # a tanker heading east (90 deg) on a north-up UTM raster
+    t = Tanker(500, 500, 200, 30, 90, 0, False, -1)
+    transform = from_origin(400000, 5600000, 1.0, 1.0)
+    geom = pixel_to_crs(np.array([t.hull()], dtype=object), transform)
+    got = ship_attributes(geom, "EPSG:32631")
+    # grid north differs from true north by the meridian convergence (about 2 deg here)
+    assert abs(got["heading_deg"].iloc[0] - 90) < 3
+
+
+def test_no_crs_gives_nulls():
+    got = ship_attributes(np.array([shapely.box(0, 0, 10, 2)], dtype=object), None)
+    assert got.isna().all().all()

@@ -91,8 +91,11 @@ def instance_parts(
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
     min_area: float = 0,
+    fragment_ios: float = 0.6,
+    edge_margin: int = 4,
 ) -> list[InstancePart]:
-    """Polygons of one tile's instance prediction (only the part inside the tile's window)."""
+    """Polygons of one tile's instance prediction (only the part inside the tile's window), with
+    partial duplicates inside a better detection removed (see :func:`suppress_fragments`)."""
     scores = to_numpy(pred["scores"]).reshape(-1)
     keep = np.flatnonzero(scores >= score_threshold)
     if keep.size == 0:
@@ -122,14 +125,36 @@ def instance_parts(
             continue
         gx0, gy0, gx1, gy1 = geom.bounds
         top, left, bottom, right = tile.cut
+        # a model's soft mask often stops a pixel or two short of the tile edge that cuts the
+        # object: within edge_margin of a cut edge counts as cut
+        m = edge_margin
         cut = (
-            (top and gy0 <= r_off)
-            or (left and gx0 <= c_off)
-            or (bottom and gy1 >= r_off + h)
-            or (right and gx1 >= c_off + w)
+            (top and gy0 <= r_off + m)
+            or (left and gx0 <= c_off + m)
+            or (bottom and gy1 >= r_off + h - m)
+            or (right and gx1 >= c_off + w - m)
         )
         out.append(InstancePart(geom, float(scores[k]), int(labels[k]), tile.index, bool(cut), geom.area))
-    return out
+    return suppress_fragments(out, ios_threshold=fragment_ios)
+
+
+def suppress_fragments(parts: list[InstancePart], *, ios_threshold: float = 0.6) -> list[InstancePart]:
+    """Within one tile, drop a part that lies mostly (``ios_threshold`` of its area) inside a
+    better-scored part of the same class: a model's second, partial detection of one object.
+    Box NMS misses these because the two boxes differ in size."""
+    if len(parts) < 2:
+        return parts
+    order = sorted(range(len(parts)), key=lambda i: (-parts[i].score, -parts[i].area_px))
+    kept: list[InstancePart] = []
+    for i in order:
+        p = parts[i]
+        rivals = [k.geometry for k in kept if k.label == p.label]
+        if rivals:
+            inside = shapely.area(shapely.intersection(p.geometry, np.array(rivals, dtype=object)))
+            if inside.max() >= ios_threshold * p.area_px:
+                continue
+        kept.append(p)
+    return kept
 
 
 def semantic_pieces(probs, tile: Tile, classes: list[str]) -> list[SemanticPiece]:

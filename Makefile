@@ -54,5 +54,5 @@ tanker-model: $(STAMP)
 	$(BIN)/geoseg train maskrcnn \
 	  $$(for i in 1 2 3 4 5 6; do echo --train $(TANKER_DATA)/train$$i.tif $(TANKER_DATA)/train$$i.truth.geojson; done) \
 	  --val $(TANKER_DATA)/val.tif $(TANKER_DATA)/val.truth.geojson \
-	  --config light --iterations 3200 --batch-size 4 --chip-size 256 --lr 0.02 --val-every 400 --seed 0 \
+	  --config light --iterations 2800 --batch-size 4 --chip-size 256 --lr 0.02 --focus 0.5 --val-every 400 --seed 0 \
 	  -o $(TANKER_MODEL) --overwrite

@@ -91,13 +91,18 @@ def check(folder: Path) -> None:
     losses = []
     for _ in range(20):
         no_resize(model, 256, 256)
-        out = model([torch.randn(3, 256, 256, device="cuda")] * 4, [target] * 4)
+        images = [torch.randn(3, 256, 256, device="cuda") for _ in range(4)]
+        for im in images:  # the object stands out as in a normalised chip
+            im[:, 100:140, 60:200] += 3.0
+        out = model(images, [target] * 4)
         loss = sum(out.values())
         optim.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)  # as geoseg train does
         optim.step()
         losses.append(loss.item())
     print(f"CUDA training: 20 steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    assert all(np.isfinite(losses)), losses
 
 
 def main() -> None:

@@ -42,6 +42,14 @@ def run_sahi(scene: str, model_path: str, tile: int, overlap: int, out: str) -> 
     module.transform.image_mean = [m / 255 for m in seg.mean.flatten().tolist()]
     module.transform.image_std = [s / 255 for s in seg.std.flatten().tolist()]
     no_resize(module, tile, tile)
+    forward = module.forward
+
+    def without_empty_masks(images, targets=None):
+        # sahi raises on a detection whose mask has no pixel above 0.5; geoseg drops those too
+        out = forward(images, targets)
+        return [{k: v[(o["masks"] > 0.5).flatten(1).any(1)] for k, v in o.items()} for o in out]
+
+    module.forward = without_empty_masks
     torch.set_num_threads(2)
     det = TorchVisionDetectionModel(
         model=module,

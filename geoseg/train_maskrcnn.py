@@ -31,13 +31,14 @@ class TrainOptions:
     seed: int = 0
     classes: tuple[str, ...] = ("background", "tanker")
     pretrained: bool = False
+    focus: float = 0.5  # share of chips centred on a labelled object; the rest are uniform
 
 
 def _batch(scenes, rng, opts, mean, std):
     images, targets = [], []
     for _ in range(opts.batch_size):
         ls = scenes[int(rng.integers(len(scenes)))]
-        window = chip_window(ls, rng, opts.chip_size)
+        window = chip_window(ls, rng, opts.chip_size, focus=opts.focus)
         image = ls.scene.read(window)
         masks = instance_targets(ls, window)
         image, masks = augment(image, masks, rng)
@@ -146,6 +147,7 @@ def train_maskrcnn(
             "iterations": opts.iterations,
             "batch_size": opts.batch_size,
             "chip_size": opts.chip_size,
+            "focus": opts.focus,
             "lr": opts.lr,
             "device": device,
         },

@@ -45,12 +45,19 @@ def train():
 @click.option("--chip-size", type=click.IntRange(64), default=256, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.02, show_default=True)
 @click.option("--val-every", type=click.IntRange(1), default=250, show_default=True)
+@click.option(
+    "--focus",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Share of chips centred on a labelled object (the rest sample the scene uniformly).",
+)
 @click.option("--val-chips", type=click.IntRange(1), default=48, show_default=True, help="Validation chips.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @click.pass_context
 def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations, batch_size, chip_size, lr,
-             val_every, val_chips, seed, overwrite):  # fmt: skip
+             val_every, focus, val_chips, seed, overwrite):  # fmt: skip
     """Train Mask R-CNN on scenes with polygon labels; the best checkpoint by validation F1 is kept."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -59,7 +66,7 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
     check_writable(output, overwrite=overwrite)
     opts = TrainOptions(
         config=config, iterations=iterations, batch_size=batch_size, chip_size=chip_size, lr=lr,
-        val_every=val_every, val_chips=val_chips, seed=seed, pretrained=pretrained,
+        val_every=val_every, focus=focus, val_chips=val_chips, seed=seed, pretrained=pretrained,
     )  # fmt: skip
     command = "geoseg train maskrcnn " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
     quiet = ctx.obj.get("quiet", False)

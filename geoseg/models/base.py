@@ -8,6 +8,19 @@ import numpy as np
 import torch
 
 
+def checkpoint_kwargs(meta: dict) -> dict:
+    """Constructor keywords of a :class:`TorchSegmenter` taken from checkpoint metadata."""
+    norm = meta.get("normalization") or {}
+    return {
+        "classes": meta["classes"],
+        "in_channels": meta["in_channels"],
+        "mean": norm.get("mean"),
+        "std": norm.get("std"),
+        "tile_size": meta.get("tile_size"),
+        "overlap": meta.get("overlap"),
+    }
+
+
 class TorchSegmenter:
     """Base of geoseg's torch models: normalises raw bands, fills NaN with 0 after normalising,
     runs the module in eval mode without gradients on its device."""

@@ -21,7 +21,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from geoseg.checkpoint import register_architecture
-from geoseg.models.base import TorchSegmenter
+from geoseg.models.base import TorchSegmenter, checkpoint_kwargs
 
 #: named configurations; any key can be overridden in a checkpoint's config
 CONFIGS = {
@@ -114,8 +114,8 @@ class MaskRCNNSegmenter(TorchSegmenter):
     """A torchvision Mask R-CNN behind the segmenter contract (instance task)."""
 
     def __init__(self, module: MaskRCNN, *, classes: Sequence[str], in_channels: int, **kwargs) -> None:
+        # no stride alignment: torchvision pads each image itself, and instances are merged anyway
         super().__init__(module, task="instance", classes=classes, in_channels=in_channels, **kwargs)
-        self.stride = 32
 
     def forward(self, x: torch.Tensor) -> list[dict]:
         no_resize(self.module, x.shape[-2], x.shape[-1])
@@ -135,16 +135,7 @@ class MaskRCNNSegmenter(TorchSegmenter):
 def _load(meta: dict, state: dict[str, torch.Tensor]) -> MaskRCNNSegmenter:
     module = build_maskrcnn(meta["config"], in_channels=meta["in_channels"], num_classes=len(meta["classes"]))
     module.load_state_dict(state)
-    norm = meta.get("normalization") or {}
-    return MaskRCNNSegmenter(
-        module,
-        classes=meta["classes"],
-        in_channels=meta["in_channels"],
-        mean=norm.get("mean"),
-        std=norm.get("std"),
-        tile_size=meta.get("tile_size"),
-        overlap=meta.get("overlap"),
-    )
+    return MaskRCNNSegmenter(module, **checkpoint_kwargs(meta))
 
 
 def random_init(

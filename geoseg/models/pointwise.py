@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from geoseg.checkpoint import register_architecture
-from geoseg.models.base import TorchSegmenter
+from geoseg.models.base import TorchSegmenter, checkpoint_kwargs
 
 
 def build_pointwise(in_channels: int, num_classes: int, hidden: int = 8) -> nn.Module:
@@ -20,14 +20,4 @@ def _load(meta: dict, state: dict[str, torch.Tensor]) -> TorchSegmenter:
     cfg = meta["config"]
     module = build_pointwise(meta["in_channels"], len(meta["classes"]), cfg.get("hidden", 8))
     module.load_state_dict(state)
-    norm = meta.get("normalization") or {}
-    return TorchSegmenter(
-        module,
-        task=meta["task"],
-        classes=meta["classes"],
-        in_channels=meta["in_channels"],
-        mean=norm.get("mean"),
-        std=norm.get("std"),
-        tile_size=meta.get("tile_size"),
-        overlap=meta.get("overlap"),
-    )
+    return TorchSegmenter(module, task=meta["task"], **checkpoint_kwargs(meta))

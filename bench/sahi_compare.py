@@ -31,6 +31,7 @@ def run_sahi(scene: str, model_path: str, tile: int, overlap: int, out: str) -> 
     import torch
     from sahi.models.torchvision import TorchVisionDetectionModel
     from sahi.predict import get_sliced_prediction
+    from sahi.utils.cv import get_coco_segmentation_from_bool_mask
 
     from geoseg.checkpoint import load_checkpoint
     from geoseg.georef import pixel_to_crs
@@ -45,9 +46,17 @@ def run_sahi(scene: str, model_path: str, tile: int, overlap: int, out: str) -> 
     forward = module.forward
 
     def without_empty_masks(images, targets=None):
-        # sahi raises on a detection whose mask has no pixel above 0.5; geoseg drops those too
+        # sahi raises on a detection whose mask gives it no polygon (empty, or only specks);
+        # geoseg drops such masks too, so drop them before sahi sees them
         out = forward(images, targets)
-        return [{k: v[(o["masks"] > 0.5).flatten(1).any(1)] for k, v in o.items()} for o in out]
+        cleaned = []
+        for o in out:
+            binary = (o["masks"][:, 0] > 0.5).cpu().numpy()
+            keep = torch.tensor(
+                [bool(get_coco_segmentation_from_bool_mask(m)) for m in binary], dtype=torch.bool
+            )
+            cleaned.append({k: v[keep] for k, v in o.items()})
+        return cleaned
 
     module.forward = without_empty_masks
     torch.set_num_threads(2)

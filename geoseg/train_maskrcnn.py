@@ -4,7 +4,6 @@ best checkpoint kept. Seeded: the same data, seed and machine give the same metr
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -186,7 +185,3 @@ def train_maskrcnn(
     for ls in scenes + val_scenes:
         ls.scene.close()
     return best
-
-
-def default_output_dir() -> str:
-    return os.path.join(os.path.dirname(__file__), "weights")

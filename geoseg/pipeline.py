@@ -28,11 +28,12 @@ from dask.callbacks import Callback
 
 from geoseg.attributes import ship_attributes
 from geoseg.env import gdal_env
-from geoseg.errors import ModelError
+from geoseg.errors import GeosegError, ModelError
 from geoseg.georef import geodesic_areas, pixel_to_crs, to_lonlat
 from geoseg.merge import MergedObject, dissolve_semantic, merge_instances
 from geoseg.scene import NoCRSWarning, Scene, SceneRef
 from geoseg.segmenter import ModelSpec, Segmenter, get_segmenter
+from geoseg.tilecache import TileCache
 from geoseg.tiling import Tile, TileGrid
 from geoseg.vectorize import instance_parts, semantic_pieces
 
@@ -88,8 +89,37 @@ def run_batch(
     tiles: Sequence[Tile],
     tile_shape: tuple[int, int],
     opts: PredictOptions,
+    cache: TileCache | None = None,
 ) -> BatchResult:
-    """One Dask task: read ``tiles`` of the scene, run the model, vectorise. Runs in a worker."""
+    """One Dask task: read ``tiles`` of the scene, run the model, vectorise. Runs in a worker.
+
+    With a ``cache``, a batch finished before (by an earlier, interrupted run) is read back
+    instead of computed, and a newly finished batch is kept there.
+    """
+    if cache is not None:
+        cached = cache.load(tiles)
+        if cached is not None:
+            parts, run, skipped, seconds = cached
+            return BatchResult(parts, run, skipped, seconds)
+    error = None
+    try:
+        result = _run_batch(scene_ref, model, tiles, tile_shape, opts)
+    except GeosegError as exc:
+        error = type(exc)(str(exc))
+    if error is not None:  # raised outside the handler: no GDAL cause or context, which may not
+        raise error  # survive the trip from a worker process back to the client
+    if cache is not None:
+        cache.save(tiles, result)
+    return result
+
+
+def _run_batch(
+    scene_ref: SceneRef,
+    model: ModelSpec,
+    tiles: Sequence[Tile],
+    tile_shape: tuple[int, int],
+    opts: PredictOptions,
+) -> BatchResult:
     seg = get_segmenter(model)
     result = BatchResult()
     with warnings.catch_warnings():
@@ -138,6 +168,7 @@ def predict_scene(
     *,
     progress=None,
     scheduler=None,
+    cache: TileCache | None = None,
 ) -> SceneResult:
     """Segment a whole scene tile by tile and merge the results into georeferenced features.
 
@@ -153,6 +184,9 @@ def predict_scene(
         Optional callable ``progress(done, total)`` called as batches finish.
     scheduler
         A ``dask.distributed.Client`` to run on; None runs on local threads (``opts.workers``).
+    cache
+        A :class:`~geoseg.tilecache.TileCache` keeping finished batches, so that a run
+        interrupted mid-scene does not compute them again.
     """
     started = time.perf_counter()
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
@@ -171,7 +205,9 @@ def predict_scene(
         ref = sc.ref
     tiles = grid.tiles()
     batches = [tiles[i : i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
-    tasks = [dask.delayed(run_batch, pure=True)(ref, model, b, grid.tile_shape, opts) for b in batches]
+    tasks = [
+        dask.delayed(run_batch, pure=True)(ref, model, b, grid.tile_shape, opts, cache) for b in batches
+    ]
     results = _compute(tasks, opts.workers, progress, scheduler)
     parts = [p for r in results for p in r.parts]
     tiles_by_index = {t.index: t for t in tiles}
@@ -239,12 +275,16 @@ def _compute(tasks: list, workers: int, progress, scheduler) -> list[BatchResult
         from dask.distributed import as_completed
 
         futures = scheduler.compute(tasks)
-        done = 0
-        for _ in as_completed(futures):
-            done += 1
-            if progress:
-                progress(done, len(tasks))
-        return scheduler.gather(futures)
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                if future.status == "error":  # fail fast: the scene is lost, free the cluster
+                    future.result()
+                if progress:
+                    progress(done, len(tasks))
+            return scheduler.gather(futures)
+        except BaseException:
+            scheduler.cancel(futures)
+            raise
     previous = _configure_torch_threads(workers)
     try:
         with _ProgressCallback(progress, len(tasks)):

@@ -51,3 +51,7 @@ def cli(ctx, verbose: int, quiet: bool) -> None:
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _show_warning
+
+
+if __name__ == "__main__":  # python -m geoseg.cli.main
+    cli()

@@ -1,0 +1,495 @@
+"""Running a job over an archive of scenes: idempotent, resumable, one bad scene never sinks a run.
+
+State lives in the tile store, in the job's own folder (``<store>/<job name>/``):
+
+``manifest.json``
+    one record per scene: input fingerprint, model hash, parameter hash, status (``running``,
+    ``done``, ``failed``), outputs, object count, timings, error. Rewritten atomically after every
+    change by the one process that runs the job.
+``lock``
+    held with ``flock`` while a run is going; the kernel drops it when the process dies, so a
+    killed run never leaves a stale lock behind.
+``cache/<scene>-<hash>/``
+    finished batches of the scene being processed (see :mod:`geoseg.tilecache`); removed once the
+    scene's output is in place.
+
+A scene is skipped when its record is ``done`` with the same fingerprint, model and parameters
+and its output file exists; it is redone when any of them changed; retried when it failed or was
+interrupted (``running``). Every output is written to a temporary file and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geoseg.env import fault_point
+from geoseg.errors import GeosegError
+from geoseg.jobs import Job, ScenePlan, expand_inputs, inside
+from geoseg.output import FORMATS, write_vectors
+from geoseg.pipeline import PredictOptions, predict_scene
+from geoseg.scene import SceneRef
+from geoseg.segmenter import ModelSpec, get_segmenter
+from geoseg.tilecache import TileCache
+
+log = logging.getLogger("geoseg.run")
+
+#: exit codes of ``geoseg run``
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LOCKED = 0, 1, 2, 3
+MANIFEST_FORMAT = "geoseg-manifest/1"
+
+
+class LockedError(GeosegError):
+    """Another run of the same job holds its lock."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, GeosegError) else f"{type(exc).__name__}: {text}"
+
+
+# -- fingerprints ------------------------------------------------------------------------------
+def fingerprint(plan: ScenePlan) -> str:
+    """What identifies a scene's content: size, modification time and the first and last MiB of a
+    local file (cheap on archives of large scenes); the STAC item's id, href, datetime and checksum
+    for a catalogued scene; the URI for any other remote scene."""
+    h = hashlib.sha256()
+    if plan.stac_fingerprint:
+        h.update(plan.stac_fingerprint.encode())
+    if "://" in plan.href or plan.href.startswith("/vsi"):
+        h.update(plan.href.encode())
+        return h.hexdigest()[:16]
+    try:
+        st = os.stat(plan.href)
+        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        with open(plan.href, "rb") as f:
+            h.update(f.read(1 << 20))
+            if st.st_size > 2 << 20:
+                f.seek(-(1 << 20), os.SEEK_END)
+                h.update(f.read(1 << 20))
+    except OSError as exc:
+        h.update(f"unreadable:{exc.errno}".encode())
+    return h.hexdigest()[:16]
+
+
+# -- manifest and lock -------------------------------------------------------------------------
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = str(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        fault_point("output-temp-written")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@dataclass
+class Manifest:
+    path: str
+    job: str
+    scenes: dict[str, dict] = field(default_factory=dict)
+    combined: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str, job: str) -> Manifest:
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except FileNotFoundError:
+            return cls(path, job)
+        except (OSError, ValueError) as exc:
+            raise GeosegError(
+                f"manifest '{path}': unreadable ({exc}); move it aside to start afresh"
+            ) from None
+        if doc.get("format") != MANIFEST_FORMAT:
+            raise GeosegError(f"manifest '{path}': not a {MANIFEST_FORMAT} file")
+        return cls(path, job, doc.get("scenes", {}), doc.get("combined", {}))
+
+    def save(self) -> None:
+        doc = {"format": MANIFEST_FORMAT, "job": self.job, "scenes": self.scenes, "combined": self.combined}
+        write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True))
+        fault_point("manifest-written")
+
+
+@contextlib.contextmanager
+def job_lock(job_dir: str, job_name: str):
+    """Hold the job's lock for the ``with`` block, or raise :class:`LockedError` at once."""
+    os.makedirs(job_dir, exist_ok=True)
+    path = os.path.join(job_dir, "lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise LockedError(f"job '{job_name}' is already running ({holder}); lock '{path}'") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename} since {_now()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+# -- planning ----------------------------------------------------------------------------------
+@dataclass
+class Step:
+    """What a run does with one scene, and why."""
+
+    plan: ScenePlan
+    action: str  # new | changed | retry | resume | skip | forced
+    reason: str
+    fingerprint: str
+
+
+def plan_steps(
+    job: Job, model: ModelSpec, manifest: Manifest, *, force: bool = False, scenes: list | None = None
+) -> list[Step]:
+    scenes = expand_inputs(job) if scenes is None else scenes
+    params = job.params_hash()
+    steps = []
+    for plan in scenes:
+        fp = fingerprint(plan)
+        rec = manifest.scenes.get(plan.key)
+        if rec is None:
+            action, reason = "new", "not in the manifest"
+        elif rec.get("href") != plan.href and rec.get("status") == "done":
+            action, reason = "changed", f"now read from {plan.href}"
+        elif rec.get("fingerprint") != fp:
+            action, reason = "changed", "the input changed since it was processed"
+        elif rec.get("model_hash") != model.key:
+            action, reason = "changed", "the model changed"
+        elif rec.get("params_hash") != params:
+            action, reason = "changed", "tiling or prediction settings changed"
+        elif rec.get("status") == "failed":
+            action, reason = "retry", f"failed before: {rec.get('error')}"
+        elif rec.get("status") == "running":
+            action, reason = "resume", "an earlier run stopped in the middle of it"
+        elif any(not os.path.exists(os.path.join(job.out_dir, o)) for o in rec.get("outputs", [])):
+            action, reason = "changed", "its output is missing"
+        else:
+            action, reason = "skip", f"done at {rec.get('finished')} ({rec.get('objects')} objects)"
+        if force and action == "skip":
+            action, reason = "forced", "--force"
+        steps.append(Step(plan, action, reason, fp))
+    return steps
+
+
+# -- the run -----------------------------------------------------------------------------------
+@dataclass
+class RunReport:
+    job: str
+    started: str
+    finished: str = ""
+    seconds: float = 0.0
+    scenes: list[dict] = field(default_factory=list)
+    combined: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        c = {"done": 0, "skipped": 0, "failed": 0}
+        for s in self.scenes:
+            c[s["result"]] += 1
+        return c
+
+    def as_dict(self) -> dict:
+        tiles = sum(s.get("tiles_run", 0) for s in self.scenes if s["result"] == "done")
+        busy = sum(s.get("seconds", 0.0) for s in self.scenes if s["result"] == "done")
+        return {
+            "job": self.job,
+            "started": self.started,
+            "finished": self.finished,
+            "seconds": round(self.seconds, 3),
+            **self.counts(),
+            "objects": sum(s.get("objects", 0) for s in self.scenes if s["result"] != "failed"),
+            "tiles_run": tiles,
+            "tiles_per_second": round(tiles / busy, 3) if busy > 0 else None,
+            "combined": self.combined,
+            "scenes": self.scenes,
+        }
+
+    def summary(self) -> str:
+        d = self.as_dict()
+        lines = [
+            f"job {self.job}: {d['done']} done, {d['skipped']} skipped, {d['failed']} failed; "
+            f"{d['objects']} objects; {d['seconds']:.1f} s"
+            + (f"; {d['tiles_per_second']:.2f} tiles/s" if d["tiles_per_second"] else "")
+        ]
+        for s in self.scenes:
+            if s["result"] == "failed":
+                lines.append(f"  FAILED {s['scene']}: {s['error']}")
+            elif s["result"] == "done":
+                lines.append(
+                    f"  done   {s['scene']}: {s['objects']} objects, {s['tiles_run']} tiles, "
+                    f"{s['seconds']:.1f} s"
+                )
+        return "\n".join(lines)
+
+
+class Events:
+    """Run events as text lines or JSON lines on stderr (``--log-format json``)."""
+
+    def __init__(self, fmt: str = "text", stream=None, quiet: bool = False) -> None:
+        self.fmt, self.stream, self.quiet = fmt, stream or sys.stderr, quiet
+
+    def __call__(self, event: str, message: str, **fields) -> None:
+        if self.fmt == "json":
+            rec = {"time": _now(), "event": event, "message": message, **fields}
+            print(json.dumps(rec, default=str), file=self.stream, flush=True)
+        elif not self.quiet and event != "run_end":  # the text summary follows instead
+            print(message, file=self.stream, flush=True)
+
+
+def run_job(
+    job: Job,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    force: bool = False,
+    events: Events | None = None,
+    progress=None,
+) -> RunReport:
+    """Run ``job``: every scene to do, then the combined layer and the report. Never raises for a
+    bad scene (it is recorded as failed); raises :class:`LockedError` if the job is running."""
+    events = events or Events(quiet=True)
+    model = ModelSpec(job.model, job.model_args)
+    report = RunReport(job.name, _now())
+    t0 = time.perf_counter()
+    scenes = expand_inputs(job)  # a job that cannot run fails here, before anything is touched
+    get_segmenter(model)
+    with job_lock(job.job_dir, job.name):
+        os.makedirs(job.out_dir, exist_ok=True)
+        manifest = Manifest.load(os.path.join(job.job_dir, "manifest.json"), job.name)
+        steps = plan_steps(job, model, manifest, force=force, scenes=scenes)
+        todo = [s for s in steps if s.action != "skip"]
+        events("run_start", f"job {job.name}: {len(steps)} scenes, {len(todo)} to process",
+               job=job.name, scenes=len(steps), todo=len(todo))  # fmt: skip
+        with _cluster(job, workers, scheduler, events) as (client, local_workers):
+            opts = PredictOptions(
+                tile_size=job.tile_size,
+                overlap=job.overlap,
+                batch_size=job.batch_size,
+                score_threshold=job.score_threshold,
+                mask_threshold=job.mask_threshold,
+                min_area=job.min_area,
+                workers=local_workers,
+            )
+            for n, step in enumerate(steps, 1):
+                if step.action == "skip":
+                    rec = manifest.scenes[step.plan.key]
+                    report.scenes.append(
+                        {"scene": step.plan.key, "href": step.plan.href, "result": "skipped",
+                         "reason": step.reason, "objects": rec.get("objects", 0)}
+                    )  # fmt: skip
+                    events("scene_skipped", f"[{n}/{len(steps)}] {step.plan.key}: skipped ({step.reason})",
+                           scene=step.plan.key)  # fmt: skip
+                    continue
+                if progress:
+                    progress.scene(n, len(steps), step.plan.key)
+                report.scenes.append(_run_scene(job, model, opts, step, manifest, client, events, progress))
+        report.combined = _write_combined(job, manifest, events)
+        report.finished = _now()
+        report.seconds = time.perf_counter() - t0
+        if job.report:
+            stem = inside(job.out_dir, f"{job.name}.report")
+            write_atomic(stem + ".json", json.dumps(report.as_dict(), indent=1, default=str))
+            write_atomic(stem + ".txt", report.summary() + "\n")
+    c = report.counts()
+    events("run_end", f"job {job.name}: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed",
+           job=job.name, **c)  # fmt: skip
+    return report
+
+
+def _scene_output(job: Job, plan: ScenePlan) -> str:
+    ext = FORMATS[job.scene_format][0]
+    return os.path.relpath(inside(job.out_dir, plan.key + ext), os.path.realpath(job.out_dir))
+
+
+def _run_scene(job, model, opts, step: Step, manifest: Manifest, client, events, progress) -> dict:
+    plan = step.plan
+    params = job.params_hash()
+    cache_dir = os.path.join(
+        job.job_dir, "cache", f"{plan.key}-{step.fingerprint}-{model.key}-{params}"[:200]
+    )
+    rec = {
+        "href": plan.href,
+        "source": plan.source,
+        "item_id": plan.item_id,
+        "fingerprint": step.fingerprint,
+        "model_hash": model.key,
+        "params_hash": params,
+        "status": "running",
+        "started": _now(),
+    }
+    previous = manifest.scenes.get(plan.key, {})
+    rec["attempts"] = previous.get("attempts", 0) + 1 if step.action in ("retry", "resume") else 1
+    manifest.scenes[plan.key] = rec
+    manifest.save()
+    _drop_stale_caches(job, plan.key, cache_dir)
+    events("scene_start", f"{plan.key}: {step.action} ({step.reason})", scene=plan.key, action=step.action)
+    t0 = time.perf_counter()
+    try:
+        out_rel = _scene_output(job, plan)
+        out_path = os.path.join(job.out_dir, out_rel)
+        result = predict_scene(
+            SceneRef(plan.href, plan.bands, plan.crs),
+            model,
+            opts,
+            scheduler=client,
+            cache=TileCache(cache_dir),
+            progress=progress.tiles if progress else None,
+        )
+        if len(result.features):  # name objects after the scene as the job knows it (STAC id)
+            result.features["scene"] = plan.item_id or plan.key
+        write_vectors(result.features, out_path, fmt=job.scene_format, overwrite=True)
+        fault_point("scene-written")
+    except Exception as exc:  # one bad scene never sinks the run
+        rec.update(status="failed", error=_one_line(exc), finished=_now(), outputs=[])
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        manifest.save()
+        events("scene_failed", f"{plan.key}: FAILED: {rec['error']}", scene=plan.key, error=rec["error"])
+        log.debug("scene %s failed", plan.key, exc_info=True)
+        return {"scene": plan.key, "href": plan.href, "result": "failed", "error": rec["error"],
+                "seconds": rec["seconds"]}  # fmt: skip
+    s = result.stats
+    seconds = time.perf_counter() - t0
+    rec.update(
+        status="done",
+        error=None,
+        finished=_now(),
+        outputs=[out_rel],
+        objects=s["objects"],
+        tiles=s["tiles"],
+        tiles_run=s["tiles_run"],
+        seconds=round(seconds, 3),
+    )
+    manifest.save()
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    tps = s["tiles_run"] / seconds if seconds > 0 else 0.0
+    events("scene_done", f"{plan.key}: {s['objects']} objects, {s['tiles_run']} tiles, {seconds:.1f} s "
+           f"({tps:.2f} tiles/s) -> {out_rel}", scene=plan.key, objects=s["objects"],
+           tiles_run=s["tiles_run"], seconds=round(seconds, 3), output=out_rel)  # fmt: skip
+    return {"scene": plan.key, "href": plan.href, "result": "done", "objects": s["objects"],
+            "tiles": s["tiles"], "tiles_run": s["tiles_run"], "seconds": round(seconds, 3),
+            "tiles_per_second": round(tps, 3), "output": out_rel}  # fmt: skip
+
+
+def _drop_stale_caches(job: Job, key: str, keep: str) -> None:
+    """Remove batches kept for an earlier version of the scene (other input, model or settings)."""
+    root = os.path.join(job.job_dir, "cache")
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if name.startswith(key + "-") and path != keep and name[len(key) + 1 :].count("-") == 2:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_combined(job: Job, manifest: Manifest, events) -> str | None:
+    """One layer of every done scene's objects (EPSG:4326), rebuilt only when a scene changed."""
+    if job.combined == "none":
+        return None
+    ext = FORMATS[job.combined][0]
+    path = inside(job.out_dir, job.name + ext)
+    done = sorted((k, r) for k, r in manifest.scenes.items() if r.get("status") == "done")
+    state = hashlib.sha256(
+        json.dumps(
+            [(k, r["fingerprint"], r["model_hash"], r["params_hash"], r["finished"]) for k, r in done]
+        ).encode()
+    ).hexdigest()[:16]
+    if manifest.combined.get("state") == state and os.path.exists(path):
+        return os.path.basename(path)
+    import geopandas as gpd
+    import pandas as pd
+
+    frames = []
+    for _, r in done:
+        for o in r.get("outputs", []):
+            gdf = gpd.read_file(os.path.join(job.out_dir, o), engine="pyogrio")
+            if len(gdf):
+                frames.append(gdf.to_crs("EPSG:4326") if gdf.crs else gdf)
+    if frames:
+        gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4326")
+    else:
+        gdf = gpd.GeoDataFrame({"scene": pd.Series([], dtype="string")}, geometry=[], crs="EPSG:4326")
+    if "id" in gdf.columns:  # ids are per scene; the combined layer numbers its features anew
+        gdf = gdf.rename(columns={"id": "scene_id"})
+    write_vectors(gdf, path, fmt=job.combined, overwrite=True, layer=job.name)
+    manifest.combined = {"state": state, "path": os.path.basename(path), "written": _now()}
+    manifest.save()
+    events("combined", f"combined layer: {len(gdf)} objects -> {os.path.basename(path)}", objects=len(gdf))
+    return os.path.basename(path)
+
+
+# -- clusters ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _cluster(job: Job, workers: int | None, scheduler: str | None, events):
+    """Yield ``(client or None, local thread workers)`` for the run's settings."""
+    address = scheduler or job.scheduler
+    n = workers if workers is not None else job.workers
+    if not address and (n <= 1 or not job.processes):
+        yield None, max(1, n)
+        return
+    from dask.distributed import Client, LocalCluster
+
+    if not log.isEnabledFor(logging.DEBUG):  # dask's own INFO chatter only with -vv
+        for name in ("distributed", "tornado"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    cluster = None
+    if address:
+        client = Client(address, timeout="30s")
+    else:
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=job.threads_per_worker, processes=True,
+            dashboard_address=None, silence_logs=logging.CRITICAL,
+        )  # fmt: skip
+        client = Client(cluster)
+    try:
+        info = client.scheduler_info()["workers"]
+        per_host: dict[str, int] = {}
+        for addr in info:
+            host = addr.rsplit(":", 1)[0]
+            per_host[host] = per_host.get(host, 0) + 1
+        from geoseg.workerplugins import TorchThreads
+
+        client.register_plugin(TorchThreads(per_host))
+        events("cluster", f"dask cluster {client.scheduler.address}: {len(info)} workers",
+               scheduler=client.scheduler.address, workers=len(info))  # fmt: skip
+        yield client, 1
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def dry_run(job: Job, *, force: bool = False) -> list[Step]:
+    """What a run would do, and why; touches nothing."""
+    model = ModelSpec(job.model, job.model_args)
+    manifest = Manifest.load(os.path.join(job.job_dir, "manifest.json"), job.name)
+    return plan_steps(job, model, manifest, force=force)
+
+
+def scene_output_path(job: Job, key: str) -> Path:
+    """Where the run writes scene ``key``'s objects."""
+    return Path(job.out_dir) / (key + FORMATS[job.scene_format][0])

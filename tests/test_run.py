@@ -1,0 +1,424 @@
+"""``geoseg run``: job specs, idempotent and resumable runs, failure isolation, kills, clusters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+from click.testing import CliRunner
+
+from geoseg.cli.main import cli
+from geoseg.jobs import load_job
+from geoseg.runner import job_lock
+from tests.helpers import objects_array, write_raster
+
+GEOSEG = [sys.executable, "-m", "geoseg.cli.main"]
+REPO = Path(__file__).resolve().parents[1]
+
+JOB = """\
+name: archive
+inputs:
+  - stac: archive/items.json
+    asset: data
+    bands: [1]
+model: {model}
+model_args: {{threshold: 100}}
+tiling: {{tile_size: 256, overlap: 32, batch_size: 2}}
+outputs: {{dir: out, combined: gpkg}}
+store: tiles
+"""
+
+
+def _item(item_id: str, href: str, asset: str = "data") -> dict:
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "geometry": None,
+        "properties": {"datetime": "2026-11-01T00:00:00Z"},
+        "links": [],
+        "assets": {asset: {"href": href, "type": "image/tiff; application=geotiff"}},
+    }
+
+
+def make_archive(root: Path, real: Path, *, model: str = "geoseg.plugins:threshold_instances") -> Path:
+    """Four scenes listed by a STAC ItemCollection: two good, one corrupt, one all nodata."""
+    arc = root / "archive"
+    arc.mkdir(parents=True)
+    write_raster(arc / "a.tif", objects_array(600, 700, seed=1))
+    write_raster(arc / "b.tif", objects_array(500, 520, seed=2))
+    shutil.copy(real / "corrupt.tif", arc / "c.tif")
+    shutil.copy(real / "all-nodata.tif", arc / "d.tif")
+    items = [_item(f"scene-{k}", f"{k}.tif") for k in "abcd"]
+    (arc / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    job = root / "job.yaml"
+    job.write_text(JOB.format(model=model))
+    return job
+
+
+def run(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*GEOSEG, "run", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def features(path: Path) -> list[dict]:
+    """Features without their detection time, in file order."""
+    doc = json.loads(path.read_text())
+    for f in doc["features"]:
+        f["properties"].pop("detected_at", None)
+    return doc["features"]
+
+
+def outputs(out: Path) -> dict[str, list]:
+    return {p.name: features(p) for p in sorted(out.glob("*.geojson"))}
+
+
+def test_archive_failure_recorded_then_fixed(tmp_path, real_data):
+    job = make_archive(tmp_path, real_data)
+    r = run(job)
+    assert r.returncode == 1, r.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*.geojson")) == [
+        "scene-a.geojson",
+        "scene-b.geojson",
+        "scene-d.geojson",
+    ]
+    assert features(out / "scene-d.geojson") == []  # all nodata: done, nothing found
+    assert len(features(out / "scene-a.geojson")) > 20
+    manifest = json.loads((tmp_path / "tiles" / "archive" / "manifest.json").read_text())
+    c = manifest["scenes"]["scene-c"]
+    assert c["status"] == "failed" and "cannot read window" in c["error"] and "c.tif" in c["error"]
+    assert {k: v["status"] for k, v in manifest["scenes"].items()} == {
+        "scene-a": "done", "scene-b": "done", "scene-c": "failed", "scene-d": "done"
+    }  # fmt: skip
+    report = json.loads((out / "archive.report.json").read_text())
+    assert (report["done"], report["skipped"], report["failed"]) == (3, 0, 1)
+    assert report["tiles_per_second"] > 0
+    combined = gpd.read_file(out / "archive.gpkg")
+    n_ab = len(features(out / "scene-a.geojson")) + len(features(out / "scene-b.geojson"))
+    assert len(combined) == n_ab and set(combined["scene"]) == {"scene-a", "scene-b"}
+    assert "FAILED scene-c" in (out / "archive.report.txt").read_text()
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("scene-*.geojson")}
+
+    shutil.copy(tmp_path / "archive" / "b.tif", tmp_path / "archive" / "c.tif")  # fix the scene
+    dry = run(job, "--dry-run")
+    assert dry.returncode == 0
+    assert [line.split()[:2] for line in dry.stdout.splitlines()] == [
+        ["skip", "scene-a"], ["skip", "scene-b"], ["changed", "scene-c"], ["skip", "scene-d"]
+    ]  # fmt: skip
+    r = run(job)
+    assert r.returncode == 0, r.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("scene-*.geojson")}
+    assert {k: v for k, v in after.items() if k != "scene-c.geojson"} == before  # only c was processed
+    same = [
+        {**f, "properties": {**f["properties"], "scene": "scene-b"}}
+        for f in features(out / "scene-c.geojson")
+    ]
+    assert same == features(out / "scene-b.geojson")
+    report = json.loads((out / "archive.report.json").read_text())
+    assert (report["done"], report["skipped"], report["failed"]) == (1, 3, 0)
+    assert len(gpd.read_file(out / "archive.gpkg")) == n_ab + len(features(out / "scene-b.geojson"))
+
+    r = run(job)  # nothing left to do: nothing rewritten, not even the combined layer
+    combined_mtime = (out / "archive.gpkg").stat().st_mtime_ns
+    assert r.returncode == 0
+    assert (out / "archive.gpkg").stat().st_mtime_ns == combined_mtime
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("scene-*.geojson")} == after
+    assert not list((tmp_path / "tiles" / "archive" / "cache").glob("scene-[abd]-*"))
+
+
+def test_changes_are_redone_and_force(tmp_path, real_data):
+    job = make_archive(tmp_path, real_data)
+    run(job)
+    text = job.read_text().replace("overlap: 32", "overlap: 48")
+    job.write_text(text)
+    assert "changed  scene-a  tiling or prediction settings changed" in run(job, "--dry-run").stdout
+    run(job)
+    assert "skip     scene-a" in run(job, "--dry-run").stdout
+    assert "forced   scene-a" in run(job, "--dry-run", "--force").stdout
+    job.write_text(text.replace("threshold: 100", "threshold: 150"))
+    assert "changed  scene-a  the model changed" in run(job, "--dry-run").stdout
+    job.write_text(text)
+    os.utime(tmp_path / "archive" / "a.tif", ns=(1, 1))  # touched: its fingerprint changed
+    assert "changed  scene-a  the input changed" in run(job, "--dry-run").stdout
+    (tmp_path / "out" / "scene-b.geojson").unlink()
+    assert "changed  scene-b  its output is missing" in run(job, "--dry-run").stdout
+
+
+def test_dry_run_touches_nothing(tmp_path, real_data):
+    job = make_archive(tmp_path, real_data)
+    r = run(job, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[0] for line in r.stdout.splitlines()] == ["new"] * 4
+    assert not (tmp_path / "out").exists() and not (tmp_path / "tiles").exists()
+
+
+def test_json_logs(tmp_path, real_data):
+    job = make_archive(tmp_path, real_data)
+    r = run(job, "--log-format", "json")
+    assert r.returncode == 1
+    events = [json.loads(line) for line in r.stderr.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    assert kinds.count("scene_done") == 3 and kinds.count("scene_failed") == 1
+    failed = next(e for e in events if e["event"] == "scene_failed")
+    assert failed["scene"] == "scene-c" and "cannot read window" in failed["error"]
+
+
+def test_second_run_is_refused_while_one_holds_the_lock(tmp_path, real_data):
+    job = make_archive(tmp_path, real_data)
+    with job_lock(str(tmp_path / "tiles" / "archive"), "archive"):
+        r = run(job)
+    assert r.returncode == 3
+    assert "job 'archive' is already running (pid" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# -- invalid jobs --------------------------------------------------------------------------------
+BASE = "name: j\ninputs: [{glob: '*.tif'}]\nmodel: M\noutputs: {dir: o}\n"
+INVALID = {
+    "unknown key": (BASE + "tilling: {}\n", "line 5: unknown key 'tilling'"),
+    "nested unknown key": (BASE.replace("{dir: o}", "{dir: o, foo: 1}"), "line 4: unknown key 'outputs.foo'"),
+    "wrong type": (BASE + "tiling:\n  tile_size: big\n", "line 6: 'tiling.tile_size' must be an integer"),
+    "missing key": (BASE.replace("model: M\n", ""), "missing required key 'model'"),
+    "missing model": (
+        BASE.replace("model: M", "model: nothere.safetensors"),
+        "line 3: 'model': no such checkpoint",
+    ),
+    "glob matching nothing": (BASE.replace("*.tif", "nothing/*.tif"), "'inputs[0].glob' matches no file"),
+    "stac without asset": (
+        BASE.replace("{glob: '*.tif'}", "{stac: items.json, asset: visual}"),
+        "'inputs[0].asset' STAC item 'x1' has no asset 'visual' (it has: data)",
+    ),
+    "python tag": (
+        BASE.replace("[{glob: '*.tif'}]", "!!python/object/apply:os.system ['touch pwned']"),
+        "line 2: YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed",
+    ),
+    "bad name": (BASE.replace("name: j", "name: ../x"), "line 1: 'name' must be"),
+    "two sources": (
+        BASE.replace("{glob: '*.tif'}", "{glob: '*.tif', list: l.txt}"),
+        "'inputs[0]' needs exactly one of glob, list, stac",
+    ),
+    "not a list": (
+        BASE.replace("[{glob: '*.tif'}]", "scenes/*.tif"),
+        "line 2: 'inputs' must be a non-empty list",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_jobs(tmp_path, case):
+    text, message = INVALID[case]
+    write_raster(tmp_path / "s.tif", objects_array(64, 64))
+    (tmp_path / "items.json").write_text(
+        json.dumps({"type": "FeatureCollection", "features": [_item("x1", "s.tif")]})
+    )
+    job = tmp_path / "job.yaml"
+    job.write_text(text.replace("model: M", "model: geoseg.plugins:threshold_instances"))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = CliRunner().invoke(cli, ["run", str(job)])
+    assert r.exit_code == 2, r.output
+    assert message in r.output, r.output
+    assert r.output.count("\n") == 1  # one line
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing touched
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_stac_ids_cannot_escape_the_output_root(tmp_path):
+    write_raster(tmp_path / "s.tif", objects_array(300, 300, seed=3))
+    write_raster(tmp_path / "t.tif", objects_array(300, 300, seed=4))
+    items = [_item("../../etc/x", "s.tif"), _item("/abs/olute", "t.tif")]
+    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        JOB.replace("archive/items.json", "items.json").format(model="geoseg.plugins:threshold_instances")
+    )
+    r = CliRunner().invoke(cli, ["run", str(job)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.glob("*.geojson")) == ["abs_olute.geojson", "etc_x.geojson"]
+    assert not (tmp_path.parent / "etc").exists() and not Path("/abs").exists()
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+
+
+def test_list_and_glob_inputs_with_duplicate_names(tmp_path):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        write_raster(tmp_path / sub / "scene.tif", objects_array(300, 300, seed=len(sub)))
+    (tmp_path / "paths.txt").write_text("# tonight\nx/scene.tif\n\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: mixed\ninputs:\n  - list: paths.txt\n    bands: [1]\n  - glob: 'y/*.tif'\n    bands: [1]\n"
+        "model: geoseg.plugins:threshold_instances\nmodel_args: {threshold: 100}\n"
+        "outputs: {dir: out, combined: parquet}\nstore: st\n"
+    )
+    r = CliRunner().invoke(cli, ["run", str(job)])
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (tmp_path / "out").glob("*.geojson"))
+    assert len(names) == 2 and all(n.startswith("scene-") for n in names)  # told apart by a path hash
+    assert len(gpd.read_parquet(tmp_path / "out" / "mixed.parquet")) > 0
+
+
+# -- kills ---------------------------------------------------------------------------------------
+def test_killed_runs_resume_to_identical_outputs(tmp_path, real_data):
+    ref = tmp_path / "ref"
+    job = make_archive(ref, real_data)
+    assert run(job).returncode == 1
+    expected = outputs(ref / "out")
+    expected_combined = gpd.read_file(ref / "out" / "archive.gpkg").drop(columns="detected_at")
+
+    for point in ("batch-cached:3", "output-temp-written:2", "scene-written:2", "manifest-written:4"):
+        root = tmp_path / point.replace(":", "-")
+        job = make_archive(root, real_data)
+        env = {**os.environ, "GEOSEG_CRASH_AT": point}
+        r = run(job, env=env)
+        assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr)
+        leftovers = [p for p in (root / "out").glob("*") if ".tmp" in p.name]
+        assert all(p.name.startswith(".") for p in leftovers)  # temporaries are hidden, never a result
+        if point.startswith("batch-cached"):  # killed mid-scene: its finished batches are kept
+            assert any((root / "tiles" / "archive" / "cache").rglob("*.json"))
+        r = run(job)
+        assert r.returncode == 1, (point, r.stderr)
+        assert outputs(root / "out") == expected, point
+        combined = gpd.read_file(root / "out" / "archive.gpkg").drop(columns="detected_at")
+        assert combined.equals(expected_combined), point
+        assert not [p for p in (root / "out").glob("*") if ".tmp" in p.name]
+
+
+COUNTING_MODEL = """
+import os
+from geoseg.plugins import ThresholdInstances
+
+def make(log, **kw):
+    class Counting(ThresholdInstances):
+        def predict(self, tiles):
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()} {len(tiles)}\\n")
+            return super().predict(tiles)
+    return Counting(**kw)
+"""
+
+
+def test_killed_mid_scene_does_not_redo_finished_batches(tmp_path):
+    (tmp_path / "countmodel.py").write_text(COUNTING_MODEL)
+    write_raster(tmp_path / "big.tif", objects_array(1100, 1100, seed=5))
+    calls = tmp_path / "calls.txt"
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"name: big\ninputs: [{{glob: big.tif}}]\nmodel: countmodel:make\n"
+        f"model_args: {{log: {calls}, threshold: 100}}\n"
+        "tiling: {tile_size: 256, overlap: 32, batch_size: 2}\n"
+        "outputs: {dir: out, combined: none}\n"
+    )
+    env = {**os.environ, "GEOSEG_CRASH_AT": "batch-cached:4"}
+    assert run(job, cwd=tmp_path, env=env).returncode == -signal.SIGKILL
+    first = len(calls.read_text().splitlines())
+    assert first == 4
+    assert run(job, cwd=tmp_path).returncode == 0
+    batches = json.loads((tmp_path / "out" / "big.report.json").read_text())["scenes"][0]["tiles"]
+    total = -(-batches // 2)
+    assert len(calls.read_text().splitlines()) == total  # 4 before the kill + the rest, none twice
+    calls.unlink()
+    ref = tmp_path / "ref.yaml"
+    ref.write_text(job.read_text().replace("dir: out", "dir: out2").replace("name: big", "name: ref"))
+    assert run(ref, cwd=tmp_path).returncode == 0
+    assert features(tmp_path / "out" / "big.geojson") == features(tmp_path / "out2" / "big.geojson")
+
+
+# -- clusters ------------------------------------------------------------------------------------
+def _start(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+@pytest.mark.slow
+def test_distributed_run_matches_local_and_survives_a_killed_worker(tmp_path, real_data):
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "slowmodel.py").write_text(
+        "import time\nfrom geoseg.plugins import ThresholdInstances\n\n"
+        "def make(**kw):\n    class Slow(ThresholdInstances):\n        def predict(self, tiles):\n"
+        "            time.sleep(0.4)\n            return super().predict(tiles)\n    return Slow(**kw)\n"
+    )
+    job = make_archive(dist / "local", real_data, model="slowmodel:make")
+    assert run(job, cwd=dist).returncode == 1
+    expected = outputs(dist / "local" / "out")
+    job = make_archive(dist / "w", real_data, model="slowmodel:make")
+    sched_file = tmp_path / "scheduler.json"
+    bindir = Path(sys.executable).parent
+    procs = [
+        _start([str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                "--scheduler-file", str(sched_file)], dist, tmp_path / "scheduler.log"),
+    ]  # fmt: skip
+    try:
+        for _ in range(100):
+            if sched_file.exists() and sched_file.stat().st_size:
+                break
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        for i in range(2):
+            procs.append(
+                _start([str(bindir / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard",
+                        "--name", f"w{i}", "--no-nanny"], dist, tmp_path / f"worker{i}.log")
+            )  # fmt: skip
+        from dask.distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        runner = subprocess.Popen(
+            [*GEOSEG, "run", str(job), "--scheduler", address, "--log-format", "json"],
+            cwd=dist, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        cache = dist / "w" / "tiles" / "archive" / "cache"
+        deadline = time.time() + 120
+        while not any(cache.rglob("*.json")) and time.time() < deadline:
+            time.sleep(0.05)
+        os.killpg(procs[2].pid, signal.SIGKILL)  # a worker dies mid-run
+        _, err = runner.communicate(timeout=300)
+        assert runner.returncode == 1, err
+        events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+        assert any(e["event"] == "cluster" and e["workers"] == 2 for e in events)
+        assert outputs(dist / "w" / "out") == expected
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def test_shipped_jobs_are_valid():
+    for path in sorted((REPO / "jobs").glob("*.yaml")):
+        job = load_job(path)
+        assert job.name and job.inputs
+        assert Path(job.model).exists()
+
+
+def test_nightly_job_runs_as_shipped(tmp_path):
+    """The shipped nightly job, copied with the layout it expects (jobs/, archive/), on two small
+    synthetic tanker scenes, with the committed tanker model."""
+    (tmp_path / "jobs").mkdir()
+    shutil.copy(REPO / "jobs" / "nightly-tankers.yaml", tmp_path / "jobs")
+    (tmp_path / "archive").mkdir()
+    for seed in (1, 2):
+        r = subprocess.run(
+            [*GEOSEG, "synth", "tankers", str(tmp_path / "archive" / f"scene{seed}.tif"), "--size", "640",
+             "--seed", str(seed), "--tankers", "3"], capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    r = run(tmp_path / "jobs" / "nightly-tankers.yaml")  # as shipped: a local cluster of 2 processes
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out" / "nightly-tankers"
+    assert (out / "scene1.geojson").exists() and (out / "scene2.geojson").exists()
+    report = json.loads((out / "nightly-tankers.report.json").read_text())
+    assert report["done"] == 2 and report["objects"] >= 1
+    assert "skip" in run(tmp_path / "jobs" / "nightly-tankers.yaml", "--dry-run").stdout

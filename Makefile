@@ -5,7 +5,7 @@ TANKER_MODEL := geoseg/weights/tankers-light.safetensors
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format bench clean venv tanker-model
+.PHONY: test demo lint format bench clean venv tanker-model nightly
 
 venv: $(STAMP)
 
@@ -24,6 +24,13 @@ demo: $(STAMP)
 	  --crs EPSG:32631 --seed 7 --clouds
 	$(BIN)/geoseg predict $(DEMO)/scene.tif -m $(TANKER_MODEL) -o $(DEMO)/tankers.geojson --overwrite
 	$(BIN)/geoseg eval $(DEMO)/tankers.geojson $(DEMO)/scene.truth.geojson -o $(DEMO)/eval.json --overwrite
+
+# The shipped nightly job over a small synthetic archive (three 2000 x 2000 scenes, made once).
+nightly: $(STAMP)
+	mkdir -p archive
+	for i in 1 2 3; do test -f archive/scene$$i.tif || $(BIN)/geoseg -q synth tankers archive/scene$$i.tif \
+	  --size 2000 --seed $$((400 + i)) --gsd 1.5; done
+	$(BIN)/geoseg run jobs/nightly-tankers.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check geoseg tests bench

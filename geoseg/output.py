@@ -17,6 +17,7 @@ from pathlib import Path
 import geopandas as gpd
 import shapely
 
+from geoseg.env import fault_point
 from geoseg.errors import OutputError
 
 #: format name -> (default extension, OGR driver or None for GeoParquet)
@@ -98,6 +99,7 @@ def write_vectors(
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         _write(gdf, tmp, fmt, layer or path.stem)
+        fault_point("output-temp-written")
         os.replace(tmp, path)
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):

@@ -276,7 +276,9 @@ def test_killed_runs_resume_to_identical_outputs(tmp_path, real_data):
     expected = outputs(ref / "out")
     expected_combined = gpd.read_file(ref / "out" / "archive.gpkg").drop(columns="detected_at")
 
-    for point in ("batch-cached:3", "output-temp-written:2", "scene-written:2", "manifest-written:4"):
+    points = ("batch-cached:3", "output-temp-written:3", "output-temp-written:7", "scene-written:2",
+              "manifest-written:4", "manifest-written:9")  # fmt: skip
+    for point in points:
         root = tmp_path / point.replace(":", "-")
         job = make_archive(root, real_data)
         env = {**os.environ, "GEOSEG_CRASH_AT": point}
@@ -284,6 +286,8 @@ def test_killed_runs_resume_to_identical_outputs(tmp_path, real_data):
         assert r.returncode == -signal.SIGKILL, (point, r.returncode, r.stderr)
         leftovers = [p for p in (root / "out").glob("*") if ".tmp" in p.name]
         assert all(p.name.startswith(".") for p in leftovers)  # temporaries are hidden, never a result
+        for p in (root / "out").glob("scene-*.geojson"):  # whatever is in place is whole
+            assert features(p) == expected[p.name], point
         if point.startswith("batch-cached"):  # killed mid-scene: its finished batches are kept
             assert any((root / "tiles" / "archive" / "cache").rglob("*.json"))
         r = run(job)
@@ -292,6 +296,27 @@ def test_killed_runs_resume_to_identical_outputs(tmp_path, real_data):
         combined = gpd.read_file(root / "out" / "archive.gpkg").drop(columns="detected_at")
         assert combined.equals(expected_combined), point
         assert not [p for p in (root / "out").glob("*") if ".tmp" in p.name]
+
+
+def test_killed_at_random_moments(tmp_path, real_data):
+    """SIGKILL from outside at moments spread over a run, then one rerun: the same outputs."""
+    ref = tmp_path / "ref"
+    job = make_archive(ref, real_data)
+    t0 = time.perf_counter()
+    assert run(job).returncode == 1
+    duration = time.perf_counter() - t0
+    expected = outputs(ref / "out")
+    for i, frac in enumerate((0.45, 0.6, 0.75, 0.9)):
+        root = tmp_path / f"k{i}"
+        job = make_archive(root, real_data)
+        proc = subprocess.Popen(
+            [*GEOSEG, "run", str(job)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(duration * frac)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert run(job).returncode == 1
+        assert outputs(root / "out") == expected, frac
 
 
 COUNTING_MODEL = """
@@ -346,9 +371,11 @@ def test_distributed_run_matches_local_and_survives_a_killed_worker(tmp_path, re
     dist = tmp_path / "dist"
     dist.mkdir()
     (dist / "slowmodel.py").write_text(
-        "import time\nfrom geoseg.plugins import ThresholdInstances\n\n"
+        "import os, time\nfrom geoseg.plugins import ThresholdInstances\n\n"
         "def make(**kw):\n    class Slow(ThresholdInstances):\n        def predict(self, tiles):\n"
-        "            time.sleep(0.4)\n            return super().predict(tiles)\n    return Slow(**kw)\n"
+        "            time.sleep(0.4)\n            return super().predict(tiles)\n"
+        "    with open('loads.txt', 'a') as f:\n        f.write(f'{os.getpid()}\\n')\n"
+        "    return Slow(**kw)\n"
     )
     job = make_archive(dist / "local", real_data, model="slowmodel:make")
     assert run(job, cwd=dist).returncode == 1
@@ -389,6 +416,8 @@ def test_distributed_run_matches_local_and_survives_a_killed_worker(tmp_path, re
         events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
         assert any(e["event"] == "cluster" and e["workers"] == 2 for e in events)
         assert outputs(dist / "w" / "out") == expected
+        loads = (dist / "loads.txt").read_text().split()
+        assert len(loads) == len(set(loads)) <= 4  # once per process: 2 drivers, 2 workers
     finally:
         for p in procs:
             if p.poll() is None:

@@ -12,7 +12,9 @@ task           ``"instance"`` or ``"semantic"``
 classes        class names
 bands          1-based band indexes of the training scenes, in order
 in_channels    number of input bands
-normalization  ``{"mean": [...], "std": [...]}`` per band, applied to raw values
+normalization  ``{"mean": [...], "std": [...]}`` per band, applied to raw values; optionally
+               ``"window": {"center": C, "width": W}`` (U-Net, CT): raw values (e.g. HU) are
+               first clipped to ``[C - W/2, C + W/2]`` and scaled to ``[0, 1]``, then mean/std apply
 tile_size      tile size the model was trained for (default for ``geoseg predict``)
 overlap        default overlap
 training       ``{"command": ..., "data_fingerprint": ..., "seed": ...}``

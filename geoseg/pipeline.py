@@ -122,19 +122,10 @@ def _run_batch(
 ) -> BatchResult:
     seg = get_segmenter(model)
     result = BatchResult()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoCRSWarning)
-        with scene_ref.open() as scene:
-            arrays = [scene.read(t.window) for t in tiles]
-    todo = [i for i, a in enumerate(arrays) if not np.isnan(a).all()]
+    _, todo, batch = read_tiles(scene_ref, tiles, tile_shape)
     result.tiles_skipped = len(tiles) - len(todo)
     if not todo:
         return result
-    th, tw = tile_shape
-    batch = np.full((len(todo), arrays[0].shape[0], th, tw), np.nan, dtype=np.float32)
-    for slot, i in enumerate(todo):
-        _, h, w = arrays[i].shape
-        batch[slot, :, :h, :w] = arrays[i]
     t0 = time.perf_counter()
     preds = seg.predict(batch)
     result.model_seconds = time.perf_counter() - t0
@@ -142,6 +133,27 @@ def _run_batch(
     with gdal_env():  # one GDAL environment for all the polygonising below, not one per mask
         _vectorize(result, seg, preds, [tiles[i] for i in todo], opts)
     return result
+
+
+def read_tiles(
+    scene_ref: SceneRef, tiles: Sequence[Tile], tile_shape: tuple[int, int]
+) -> tuple[list[np.ndarray], list[int], np.ndarray | None]:
+    """Read ``tiles`` in a worker: ``(arrays, todo, batch)`` where ``todo`` indexes the tiles with
+    any data and ``batch`` stacks those, padded with NaN to ``tile_shape`` (None if there are none).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoCRSWarning)
+        with scene_ref.open() as scene:
+            arrays = [scene.read(t.window) for t in tiles]
+    todo = [i for i, a in enumerate(arrays) if not np.isnan(a).all()]
+    if not todo:
+        return arrays, todo, None
+    th, tw = tile_shape
+    batch = np.full((len(todo), arrays[0].shape[0], th, tw), np.nan, dtype=np.float32)
+    for slot, i in enumerate(todo):
+        _, h, w = arrays[i].shape
+        batch[slot, :, :h, :w] = arrays[i]
+    return arrays, todo, batch
 
 
 def _vectorize(
@@ -205,9 +217,7 @@ def predict_scene(
         ref = sc.ref
     tiles = grid.tiles()
     batches = [tiles[i : i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
-    tasks = [
-        dask.delayed(run_batch, pure=True)(ref, model, b, grid.tile_shape, opts, cache) for b in batches
-    ]
+    tasks = [dask.delayed(run_batch, pure=True)(ref, model, b, grid.tile_shape, opts, cache) for b in batches]
     results = _compute(tasks, opts.workers, progress, scheduler)
     parts = [p for r in results for p in r.parts]
     tiles_by_index = {t.index: t for t in tiles}

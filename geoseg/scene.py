@@ -16,7 +16,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geoseg.env import ALLOWED_DRIVERS, MAX_PIXELS, gdal_env
@@ -46,6 +46,10 @@ class SceneRef:
     crs: str | None = None
 
     def open(self) -> Scene:
+        if _is_slice_file(self.path):  # NumPy, DICOM, NIfTI: see geoseg.slices
+            from geoseg.slices import SliceScene
+
+            return SliceScene(self.path, bands=self.bands)
         return Scene(self.path, bands=self.bands, crs=self.crs)
 
 
@@ -70,7 +74,9 @@ class Scene:
         if not is_uri and os.path.isdir(self.path):
             raise SceneError(f"scene '{self.path}': is a directory, not a raster")
         try:
-            with gdal_env():
+            # an image with no georeferencing at all is a pixel-space slice (see pixel_space)
+            with gdal_env(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 ds = rasterio.open(self.path)
         except RasterioError as exc:
             raise SceneError(f"scene '{self.path}': not a readable raster ({_one_line(exc)})") from exc
@@ -98,7 +104,7 @@ class Scene:
             self.crs = CRS.from_user_input(self.crs)
         elif ds.crs is not None:
             self.crs = ds.crs
-        else:
+        elif not self.pixel_space:
             warnings.warn(
                 f"scene '{self.path}' has no CRS: geometries stay in its own coordinate space "
                 "(assign one with --crs)",
@@ -122,6 +128,13 @@ class Scene:
     @property
     def transform(self) -> Affine:
         return self._ds.transform
+
+    @property
+    def pixel_space(self) -> bool:
+        """True for an image with no georeferencing at all (no CRS, no geotransform, no GCPs), such
+        as a PNG slice: its pixel coordinates are its expected space, so no NoCRSWarning."""
+        ds = self._ds
+        return self.crs is None and ds.crs is None and ds.transform.is_identity and not ds.gcps[0]
 
     @property
     def name(self) -> str:
@@ -160,8 +173,13 @@ class Scene:
 def open_scene(
     path: str | os.PathLike, *, bands: Sequence[int] | None = None, crs: str | None = None
 ) -> Scene:
-    """Open a raster scene for windowed reading (see :class:`Scene`)."""
-    return Scene(str(path), bands=bands, crs=crs)
+    """Open a raster scene (or a NumPy, DICOM or NIfTI slice) for windowed reading (see :class:`Scene`)."""
+    return SceneRef(str(path), tuple(bands) if bands else None, crs).open()
+
+
+def _is_slice_file(path: str) -> bool:
+    name = path.lower()
+    return name.endswith((".npy", ".dcm", ".nii", ".nii.gz")) and "://" not in name
 
 
 def _one_line(exc: BaseException) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import warnings
 
 import click
 
+from geoseg.blend import BLENDS
 from geoseg.cli.options import (
     bands_opt,
     format_opt,
@@ -16,10 +19,12 @@ from geoseg.cli.options import (
     overwrite_opt,
     parse_model_args,
 )
+from geoseg.masks import write_pixel_geojson
 from geoseg.output import check_writable, format_for, write_vectors
 from geoseg.pipeline import PredictOptions, predict_scene
 from geoseg.scene import SceneRef
-from geoseg.segmenter import ModelSpec
+from geoseg.segmenter import ModelSpec, get_segmenter
+from geoseg.semantic import open_check, parse_slices, predict_semantic
 
 
 @click.command()
@@ -45,9 +50,24 @@ from geoseg.segmenter import ModelSpec
 )
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Parallel workers.")
 @click.option("--stats", "stats_path", default=None, help="Also write run statistics as JSON here.")
+@click.option(
+    "--blend", type=click.Choice(BLENDS), default="gaussian", show_default=True,
+    help="Weights of overlapping tiles (semantic models).",
+)  # fmt: skip
+@click.option(
+    "--mask", "mask_path", default=None,
+    help="Also write the class mask (semantic models): .tif (GeoTIFF for rasters), .png, .npy; "
+    ".nii/.nii.gz or .npy for volumes.",
+)  # fmt: skip
+@click.option(
+    "--slice-axis", type=click.IntRange(0, 2), default=None, help="NIfTI axis to slice (default 2)."
+)
+@click.option("--slices", "slice_list", default=None, help="Slices of a stack or volume, e.g. 0,4,10-20.")
+@click.option("--hu-window", default=None, metavar="CENTER,WIDTH", help="Clip DICOM values (HU) to a window.")
 @click.pass_context
 def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, tile_size, overlap,
-            batch_size, score_threshold, mask_threshold, min_area, workers, stats_path):  # fmt: skip
+            batch_size, score_threshold, mask_threshold, min_area, workers, stats_path, blend, mask_path,
+            slice_axis, slice_list, hu_window):  # fmt: skip
     """Segment SCENE tile by tile and write the merged objects.
 
     \b
@@ -55,10 +75,30 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
       geoseg predict scene.tif -m tankers.safetensors -o tankers.geojson
       geoseg predict scene.tif -m geoseg.plugins:threshold_instances --model-arg threshold=100 \\
           --bands 1 -o objects.gpkg
+      geoseg predict ct.dcm -m lungs-unet.safetensors --mask lungs.png -o lungs.geojson
+      geoseg predict volume.nii.gz -m lungs-unet.safetensors --mask lungs.nii.gz -o lungs.gpkg
+
+    Semantic models blend overlapping tiles (--blend) and can write a class mask (--mask). NumPy,
+    DICOM and NIfTI inputs are slices in pixel space: their GeoJSON outlines are in pixel
+    coordinates (column, row), marked "coordinates": "pixel", not RFC 7946 lon/lat.
     """
     fmt = format_for(output, fmt)
     check_writable(output, overwrite=overwrite)
+    if mask_path is not None and os.path.abspath(mask_path) == os.path.abspath(output):
+        raise click.BadParameter("the mask and the outlines need different files", param_hint="--mask")
     spec = ModelSpec(model, parse_model_args(model_args))
+    ref = SceneRef(scene, bands, crs)
+    try:
+        slices = parse_slices(slice_list)
+        window = tuple(float(v) for v in hu_window.split(",")) if hu_window else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if window is not None and len(window) != 2:
+        raise click.BadParameter(f"'{hu_window}' is not CENTER,WIDTH", param_hint="--hu-window")
+    pixel_space = open_check(ref, axis=slice_axis, hu_window=window)
+    semantic = get_segmenter(spec).task == "semantic"
+    if mask_path is not None and not semantic:
+        raise click.BadParameter("masks are written for semantic models only", param_hint="--mask")
     opts = PredictOptions(
         tile_size=tile_size,
         overlap=overlap,
@@ -70,8 +110,20 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
     )
     quiet = ctx.obj.get("quiet", False)
     with _progress(enabled=not quiet and sys.stderr.isatty()) as progress:
-        result = predict_scene(SceneRef(scene, bands, crs), spec, opts, progress=progress)
-    write_vectors(result.features, output, fmt=fmt, overwrite=overwrite)
+        if semantic:
+            result = predict_semantic(
+                ref, spec, opts, blend=blend, mask_path=mask_path, overwrite=overwrite, axis=slice_axis,
+                slices=slices, hu_window=window, progress=progress,
+            )  # fmt: skip
+        else:
+            result = predict_scene(ref, spec, opts, progress=progress)
+    if pixel_space and fmt == "geojson" and result.features.crs is None:
+        write_pixel_geojson(result.features, output, overwrite=overwrite)
+    else:
+        with warnings.catch_warnings():
+            if pixel_space:  # pixel coordinates are what a slice's outlines are meant to have
+                warnings.filterwarnings("ignore", message="'crs' was not provided")
+            write_vectors(result.features, output, fmt=fmt, overwrite=overwrite)
     if stats_path:
         write_json(stats_path, result.stats, overwrite=overwrite)
     if not quiet:

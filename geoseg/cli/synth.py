@@ -45,3 +45,37 @@ def tankers(out, size, gsd, crs, n_tankers, seed, land, clouds, truth, overwrite
         f"{out}: {size} x {size} px at {gsd} m, {len(frame)} tankers ({clusters} in clusters); truth {truth}",
         err=True,
     )
+
+
+@synth.command()
+@click.argument("out")
+@click.option(
+    "--slices", "n_slices", type=click.IntRange(1), default=40, show_default=True, help="Slices in all."
+)
+@click.option("--size", type=click.IntRange(64), default=512, show_default=True, help="Pixels a side.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--patients",
+    type=click.IntRange(1),
+    default=None,
+    help="Phantoms to spread the slices over (default: 1 per 40 slices).",
+)
+@overwrite_opt
+@click.pass_context
+def lungs(ctx, out, n_slices, size, seed, patients, overwrite):
+    """Write chest-CT-like slices in HU (OUT/images/<id>.npy), true lung masks (OUT/masks/<id>.png,
+    255 = lung) and OUT/lungs.json; each patient's slices walk from above the apices to the abdomen."""
+    from collections import Counter
+
+    from geoseg.synth_lungs import write_lungs
+
+    if patients is not None and patients > n_slices:
+        raise click.BadParameter(f"{patients} patients for {n_slices} slices", param_hint="--patients")
+    index = write_lungs(out, n_slices, size=size, seed=seed, patients=patients, overwrite=overwrite)
+    if not (ctx.obj or {}).get("quiet"):
+        kinds = Counter(s["kind"] for s in index["slices"])
+        summary = ", ".join(f"{kinds.get(k, 0)} {k}" for k in ("apex", "lung", "base", "abdomen"))
+        n_patients = index["patients"]
+        click.echo(
+            f"{out}: {n_slices} slices of {size} x {size} from {n_patients} patients ({summary})", err=True
+        )

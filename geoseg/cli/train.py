@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -86,3 +87,101 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
             list(train_pairs), list(val_pairs), output, opts, command=command, progress=progress
         )
     click.echo(f"kept {output}: validation F1 {best['f1']:.3f} at iteration {best['iteration']}", err=True)
+
+
+def _parse_window(ctx, param, value):
+    if value is None or value.lower() == "none":
+        return None
+    try:
+        center, width = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not CENTER,WIDTH (e.g. -600,1500)") from None
+    if width <= 0:
+        raise click.BadParameter(f"'{value}': the window width must be positive")
+    return center, width
+
+
+@train.command()
+@click.option("--images", required=True, help="Folder of training images (slices).")
+@click.option("--masks", required=True, help="Folder of their masks, matched by name (non-zero = class).")
+@click.option("--val-images", default=None, help="Folder of validation images (default: hold out a share).")
+@click.option("--val-masks", default=None, help="Folder of the validation masks.")
+@click.option("-o", "--output", required=True, help="Checkpoint to write (.safetensors).")
+@click.option("--epochs", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--tile", type=click.IntRange(16), default=256, show_default=True, help="Training crop size.")
+@click.option(
+    "--window",
+    callback=_parse_window,
+    default="-600,1500",
+    show_default=True,
+    help="CT window CENTER,WIDTH applied to raw values before mean/std ('none': no window).",
+)
+@click.option("--depth", type=click.IntRange(1, 7), default=4, show_default=True)
+@click.option("--base-width", type=click.IntRange(1), default=12, show_default=True)
+@click.option("--down", type=click.Choice(["maxpool", "strided"]), default="maxpool", show_default=True)
+@click.option("--up", type=click.Choice(["transpose", "interp"]), default="transpose", show_default=True)
+@click.option("--norm", type=click.Choice(["batch", "instance", "none"]), default="batch", show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=3e-3, show_default=True)
+@click.option("--classes", default="background,lung", show_default=True, help="Class names, comma-separated.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.15,
+              show_default=True, help="Share held out for validation without --val-images.")  # fmt: skip
+@click.option("--no-augment", is_flag=True, help="Plain crops: no flips, rotations or intensity jitter.")
+@click.option(
+    "--streaks",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of training crops given synthetic streak artefacts (bright/dark lines, never the class).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@overwrite_opt
+@click.pass_context
+def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, tile, window, depth,
+         base_width, down, up, norm, lr, classes, val_fraction, no_augment, streaks, seed,
+         overwrite):  # fmt: skip
+    """Train a U-Net on image/mask folders; the best checkpoint by validation Dice is kept."""
+    # OpenMP threads that spin while waiting slow training several-fold when other processes share
+    # the cores; passive waiting costs little on an idle machine (takes effect before torch loads).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from geoseg.train_unet import UNetTrainOptions, train_unet
+
+    if bool(val_images) != bool(val_masks):
+        raise click.UsageError("--val-images and --val-masks go together")
+    if tile % (2**depth):
+        raise click.BadParameter(
+            f"{tile} is not a multiple of the U-Net stride {2**depth}", param_hint="--tile"
+        )
+    names = tuple(c.strip() for c in classes.split(",") if c.strip())
+    check_writable(output, overwrite=overwrite)
+    opts = UNetTrainOptions(
+        epochs=epochs, batch_size=batch_size, tile=tile, depth=depth, base_width=base_width, down=down, up=up,
+        norm=norm, lr=lr, window=window, classes=names, seed=seed, val_fraction=val_fraction,
+        augment=not no_augment, streaks=streaks,
+    )  # fmt: skip
+    command = "geoseg train unet " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
+    quiet = ctx.obj.get("quiet", False)
+    bar = Progress(TextColumn("train"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
+                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=quiet)  # fmt: skip
+    with bar:
+        task = bar.add_task("train", total=epochs, info="")
+
+        def progress(epoch, total, info):
+            text = f"loss {info['loss']:.3f}"
+            if info.get("epoch_done"):
+                text += (f"  val Dice mean {info['mean_dice']:.4f} worst {info['worst_dice']:.4f} "
+                         f"({info['worst_id']})  best {info['best_dice']:.4f}")  # fmt: skip
+                bar.console.log(f"epoch {epoch} ({info['minutes']:.1f} min): {text}")
+                bar.update(task, completed=epoch, info=text)
+            else:
+                bar.update(task, info=text)
+
+        best = train_unet(images, masks, output, opts, val_images=val_images, val_masks=val_masks,
+                          command=command, progress=progress)  # fmt: skip
+    click.echo(
+        f"kept {output}: validation Dice mean {best['mean_dice']:.4f}, worst {best['worst_dice']:.4f} "
+        f"at epoch {best['epoch']}",
+        err=True,
+    )

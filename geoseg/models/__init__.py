@@ -1,3 +1,3 @@
 """Model architectures geoseg can build from a checkpoint; importing registers them."""
 
-from geoseg.models import maskrcnn, pointwise  # noqa: F401
+from geoseg.models import maskrcnn, pointwise, unet  # noqa: F401

@@ -1,0 +1,61 @@
+"""Peak memory of blended semantic stitching: `geoseg predict` with a semantic model on a
+20000 x 20000 scene vs a 5000 x 5000 scene, writing the class mask (a tiled GeoTIFF) and outlines.
+
+Tile probabilities are summed per output block and each block is written as soon as every tile
+over it is done, so no full-size float array exists: peak RSS should barely grow with the scene
+(the target ratio is <= 1.3). The model is the pointwise threshold plug-in, so the run measures the
+stitching, not a network.
+
+    .venv/bin/python bench/memory_semantic.py [--big 20000] [--small 5000] [--blend gaussian]
+        [--workdir bench/.work]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import peak_rss_mb, rerun_line  # noqa: E402
+from geoseg.synth import random_boxes, shapes_scene  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--big", type=int, default=20000)
+    ap.add_argument("--small", type=int, default=5000)
+    ap.add_argument("--tile-size", type=int, default=512)
+    ap.add_argument("--overlap", type=int, default=128)
+    ap.add_argument("--blend", default="gaussian")
+    ap.add_argument("--workdir", default="bench/.work")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    geoseg = str(Path(sys.executable).with_name("geoseg"))
+    rows = []
+    for side in (args.small, args.big):
+        scene = work / f"objects_{side}.tif"  # the same scenes as bench/memory.py
+        n = side * side // 40000  # one object per 200 x 200 px
+        if not scene.exists():
+            shapes_scene(scene, side, side, random_boxes(side, side, n, seed=side), seed=side)
+        mask, out = work / f"semantic_{side}_mask.tif", work / f"semantic_{side}.gpkg"
+        cmd = [geoseg, "-q", "predict", str(scene), "-m", "geoseg.plugins:threshold_semantic",
+               "--model-arg", "threshold=100", "--tile-size", str(args.tile_size), "--overlap",
+               str(args.overlap), "--blend", args.blend, "--mask", str(mask), "-o", str(out),
+               "--overwrite"]  # fmt: skip
+        rss, wall = peak_rss_mb(cmd)
+        rows.append((side, rss, wall))
+        print(f"{side:>6} x {side:<6} peak RSS {rss:8.1f} MB  wall {wall:7.1f} s  (mask {mask.name})")
+    (s_side, s_rss, s_wall), (b_side, b_rss, b_wall) = rows
+    print(
+        f"peak RSS ratio {b_side}^2 / {s_side}^2: {b_rss / s_rss:.3f} (pixels x{(b_side / s_side) ** 2:.0f}; "
+        f"a full-size float32 probability image would be {2 * 4 * b_side * b_side / 1e9:.1f} GB)"
+    )
+    print(f"wall ratio: {b_wall / s_wall:.2f}; throughput {b_side * b_side / b_wall / 1e6:.1f} Mpx/s")
+    print(rerun_line(sys.argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Model factories for tests (``--model tests.factories:NAME``)."""
+
+from __future__ import annotations
+
+import torch
+
+from geoseg.models.base import TorchSegmenter
+from geoseg.models.pointwise import build_pointwise
+
+
+def pointwise_torch(in_channels: int = 1, num_classes: int = 2, seed: int = 0) -> TorchSegmenter:
+    """A random 1 x 1 convolution network: each output pixel depends on its own input pixel only."""
+    torch.manual_seed(seed)
+    module = build_pointwise(in_channels, num_classes, hidden=8)
+    classes = ["background"] + [f"class{i}" for i in range(1, num_classes)]
+    return TorchSegmenter(
+        module,
+        task="semantic",
+        classes=classes,
+        in_channels=in_channels,
+        mean=[100.0] * in_channels,
+        std=[50.0] * in_channels,
+        device="cpu",
+    )

@@ -1,0 +1,193 @@
+"""`geoseg train unet`: a short seeded run is reproducible and writes a self-describing checkpoint
+(window, normalisation, tile size, command, validation Dice); bad inputs give one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from geoseg.checkpoint import load_checkpoint, read_metadata
+from geoseg.cli.main import cli
+from geoseg.models.unet import UNetSegmenter
+from geoseg.synth_lungs import write_lungs
+from geoseg.train_unet import _crop, _load_pairs, labels_of
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lungs")
+    write_lungs(d / "train", 6, size=64, seed=1, patients=1)
+    write_lungs(d / "val", 3, size=64, seed=2, patients=1)
+    return d
+
+
+def train(d, out, seed=0, extra=()):
+    args = [
+        "-q",
+        "train",
+        "unet",
+        "--images",
+        str(d / "train" / "images"),
+        "--masks",
+        str(d / "train" / "masks"),
+        "--val-images",
+        str(d / "val" / "images"),
+        "--val-masks",
+        str(d / "val" / "masks"),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--tile",
+        "32",
+        "--depth",
+        "2",
+        "--base-width",
+        "4",
+        "--seed",
+        str(seed),
+        "-o",
+        str(out),
+        *extra,
+    ]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    return read_metadata(out), load_file(out)
+
+
+def test_same_seed_same_run_and_a_self_describing_checkpoint(data, tmp_path):
+    meta1, w1 = train(data, tmp_path / "1.safetensors")
+    meta2, w2 = train(data, tmp_path / "2.safetensors")
+    same = {k: v for k, v in meta1["metrics"].items() if k != "minutes"}
+    assert same == {k: v for k, v in meta2["metrics"].items() if k != "minutes"}
+    assert all(np.array_equal(w1[k].numpy(), w2[k].numpy()) for k in w1)
+    _, w3 = train(data, tmp_path / "3.safetensors", seed=1, extra=("--epochs", "1"))
+    assert not all(np.array_equal(w1[k].numpy(), w3[k].numpy()) for k in w1)
+
+    assert meta1["architecture"] == "unet" and meta1["task"] == "semantic"
+    assert meta1["config"] == {
+        "depth": 2,
+        "base_width": 4,
+        "down": "maxpool",
+        "up": "transpose",
+        "norm": "batch",
+    }
+    assert meta1["classes"] == ["background", "lung"] and meta1["in_channels"] == 1
+    norm = meta1["normalization"]
+    assert (
+        norm["window"] == {"center": -600.0, "width": 1500.0} and len(norm["mean"]) == len(norm["std"]) == 1
+    )
+    assert 0 < norm["mean"][0] < 1  # statistics of windowed values
+    assert (meta1["tile_size"], meta1["overlap"]) == (32, 8)
+    training = meta1["training"]
+    assert (
+        "geoseg train unet" in training["command"] and training["seed"] == 0 and training["data_fingerprint"]
+    )
+    assert (training["train_slices"], training["val_slices"]) == (6, 3)
+    assert {"mean_dice", "worst_dice", "worst_id", "mean_iou", "epoch"} <= set(meta1["metrics"])
+    assert 0 <= meta1["metrics"]["worst_dice"] <= meta1["metrics"]["mean_dice"] <= 1
+
+    seg = load_checkpoint(tmp_path / "1.safetensors")
+    assert isinstance(seg, UNetSegmenter) and seg.stride == 4 and seg.window == norm["window"]
+    hu = np.load(next((data / "val" / "images").iterdir())).astype(np.float32)
+    assert seg.predict(hu[None, None]).shape == (1, 2, 64, 64)
+
+
+def test_no_window_and_held_out_share(data, tmp_path):
+    out = tmp_path / "nw.safetensors"
+    args = [
+        "-q",
+        "train",
+        "unet",
+        "--images",
+        str(data / "train" / "images"),
+        "--masks",
+        str(data / "train" / "masks"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "2",
+        "--tile",
+        "32",
+        "--depth",
+        "2",
+        "--base-width",
+        "2",
+        "--window",
+        "none",
+        "--val-fraction",
+        "0.34",
+        "-o",
+        str(out),
+    ]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    meta = read_metadata(out)
+    assert "window" not in meta["normalization"] and meta["normalization"]["mean"][0] < -100  # raw HU
+    assert (meta["training"]["train_slices"], meta["training"]["val_slices"]) == (4, 2)
+
+
+def test_bad_inputs_are_one_line_errors(data, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = ["train", "unet", "--epochs", "1", "-o", str(tmp_path / "x.safetensors")]
+    r = CliRunner().invoke(cli, [*base, "--images", str(empty), "--masks", str(empty)])
+    assert r.exit_code == 1 and str(empty) in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    first = sorted((data / "train" / "images").iterdir())[0]
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(masks / f"{first.stem}.png")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / first.name).write_bytes(first.read_bytes())
+    r = CliRunner().invoke(cli, [*base, "--images", str(images), "--masks", str(masks)])
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1 and "64" in r.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+    r = CliRunner().invoke(cli, [*base, "--images", str(images), "--masks", str(masks), "--tile", "40"])
+    assert r.exit_code == 2 and "multiple of the U-Net stride 16" in r.stderr
+    r = CliRunner().invoke(cli, [*base, "--images", str(images), "--masks", str(masks), "--window", "abc"])
+    assert r.exit_code == 2 and "CENTER,WIDTH" in r.stderr
+
+
+def test_minimal_loader_and_labels(data):
+    pairs = _load_pairs(str(data / "train" / "images"), str(data / "train" / "masks"))
+    assert len(pairs) == 6 and pairs[0][0] == "p000_z000"
+    pid, image, mask = pairs[0]
+    assert image.dtype == np.float32 and image.shape == (1, 64, 64) and mask.shape == (64, 64)
+    assert set(np.unique(labels_of(np.array([[0, 255]], np.uint8), 2)).tolist()) == {0, 1}
+    assert labels_of(np.array([[0, 2]], np.uint8), 3).tolist() == [[0, 2]]
+
+
+def test_crop_keeps_image_and_mask_aligned():
+    import torch
+
+    image = torch.zeros(1, 64, 64)
+    image[0, 20:40, 10:30] = 1.0
+    label = (image[0] > 0.5).long()
+    rng = np.random.default_rng(0)
+    for augment in (False, True):
+        for _ in range(5):
+            x, y = _crop(image, label, 32, rng, augment)
+            assert x.shape == (1, 32, 32) and y.shape == (32, 32)
+            if y.any():
+                # bright pixels (the object) lie where the mask says, whatever the flip/rotation
+                assert float(x[0][y == 1].mean()) > float(x[0][y == 0].mean()) + 0.5
+
+
+def test_streak_artefacts_change_the_image_not_the_mask():
+    import torch
+
+    image = torch.zeros(1, 64, 64)
+    label = torch.zeros(64, 64, dtype=torch.long)
+    label[20:40, 20:40] = 1
+    plain = _crop(image, label, 32, np.random.default_rng(3), False)
+    streaked = _crop(image, label, 32, np.random.default_rng(3), False, streaks=1.0)
+    assert torch.equal(plain[0], streaked[0]) and torch.equal(plain[1], streaked[1])  # only with augment
+    x, y = _crop(image, label, 32, np.random.default_rng(3), True, streaks=1.0)
+    x0, y0 = _crop(image, label, 32, np.random.default_rng(3), True, streaks=0.0)
+    assert torch.equal(y, y0)
+    lines = (x - x0).abs()
+    assert float(lines.max()) > 0.05 and float((lines > 0.05).float().mean()) < 0.5  # thin lines, not a wash

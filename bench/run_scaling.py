@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import rerun_line
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import rerun_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / ".work" / "scaling"

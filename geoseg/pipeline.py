@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -83,6 +84,21 @@ def _configure_torch_threads(workers: int) -> int | None:
     return previous
 
 
+_thread_state = threading.local()
+
+
+def apply_worker_threads() -> None:
+    """In a dask.distributed worker, give torch in this (executor) thread the thread count the
+    worker plug-in chose; elsewhere a no-op."""
+    wanted = os.environ.get("GEOSEG_TORCH_THREADS")
+    torch = sys.modules.get("torch")
+    # torch.get_num_threads() reports the process-wide setting even where OpenMP still has this
+    # thread's own default (1 in dask workers, which set OMP_NUM_THREADS=1): set it once per thread
+    if wanted and torch is not None and getattr(_thread_state, "torch_threads", None) != wanted:
+        torch.set_num_threads(int(wanted))
+        _thread_state.torch_threads = wanted
+
+
 def run_batch(
     scene_ref: SceneRef,
     model: ModelSpec,
@@ -121,6 +137,7 @@ def _run_batch(
     opts: PredictOptions,
 ) -> BatchResult:
     seg = get_segmenter(model)
+    apply_worker_threads()
     result = BatchResult()
     _, todo, batch = read_tiles(scene_ref, tiles, tile_shape)
     result.tiles_skipped = len(tiles) - len(todo)

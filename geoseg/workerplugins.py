@@ -21,7 +21,9 @@ class TorchThreads(WorkerPlugin):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         nthreads = getattr(getattr(worker, "state", worker), "nthreads", 1) or 1
         threads = max(1, cores // max(1, self.per_host.get(host, 1) * nthreads))
+        # OpenMP's thread count is kept per calling thread: tasks run in the worker's executor
+        # threads, so each task applies it there too (geoseg.pipeline.apply_worker_threads).
+        os.environ["GEOSEG_TORCH_THREADS"] = str(threads)
         import torch
 
         torch.set_num_threads(threads)
-        worker.geoseg_torch_threads = threads

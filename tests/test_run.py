@@ -444,10 +444,15 @@ def test_nightly_job_runs_as_shipped(tmp_path):
              "--seed", str(seed), "--tankers", "3"], capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
-    r = run(tmp_path / "jobs" / "nightly-tankers.yaml")  # as shipped: a local cluster of 2 processes
+    r = run(tmp_path / "jobs" / "nightly-tankers.yaml")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out" / "nightly-tankers"
     assert (out / "scene1.geojson").exists() and (out / "scene2.geojson").exists()
     report = json.loads((out / "nightly-tankers.report.json").read_text())
     assert report["done"] == 2 and report["objects"] >= 1
     assert "skip" in run(tmp_path / "jobs" / "nightly-tankers.yaml", "--dry-run").stdout
+    first = outputs(out)
+    r = run(tmp_path / "jobs" / "nightly-tankers.yaml", "--force", "--workers", "2")  # a LocalCluster
+    assert r.returncode == 0, r.stderr
+    assert "dask cluster" in r.stderr and "2 workers" in r.stderr
+    assert outputs(out) == first

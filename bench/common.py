@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
@@ -24,3 +25,14 @@ def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
 
 def rerun_line(argv: list[str]) -> str:
     return "rerun: .venv/bin/python " + " ".join(argv)
+
+
+def objects_scene(work: Path, side: int) -> tuple[Path, int]:
+    """The boxes scene of the memory benchmarks (one object per 200 x 200 px), made once."""
+    from geoseg.synth import random_boxes, shapes_scene
+
+    scene = Path(work) / f"objects_{side}.tif"
+    n = side * side // 40000
+    if not scene.exists():
+        shapes_scene(scene, side, side, random_boxes(side, side, n, seed=side), seed=side)
+    return scene, n

@@ -14,8 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import peak_rss_mb, rerun_line  # noqa: E402
-from geoseg.synth import random_boxes, shapes_scene  # noqa: E402
+from bench.common import objects_scene, peak_rss_mb, rerun_line  # noqa: E402
 
 
 def main() -> None:
@@ -30,10 +29,7 @@ def main() -> None:
     geoseg = str(Path(sys.executable).with_name("geoseg"))
     rows = []
     for side in (args.small, args.big):
-        scene = work / f"objects_{side}.tif"
-        n = side * side // 40000  # one object per 200 x 200 px
-        if not scene.exists():
-            shapes_scene(scene, side, side, random_boxes(side, side, n, seed=side), seed=side)
+        scene, n = objects_scene(work, side)
         out = work / f"objects_{side}.gpkg"
         cmd = [geoseg, "-q", "predict", str(scene), "-m", "geoseg.plugins:threshold_instances",
                "--model-arg", "threshold=100", "--tile-size", str(args.tile_size), "-o", str(out),

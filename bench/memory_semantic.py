@@ -18,8 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import peak_rss_mb, rerun_line  # noqa: E402
-from geoseg.synth import random_boxes, shapes_scene  # noqa: E402
+from bench.common import objects_scene, peak_rss_mb, rerun_line  # noqa: E402
 
 
 def main() -> None:
@@ -36,10 +35,7 @@ def main() -> None:
     geoseg = str(Path(sys.executable).with_name("geoseg"))
     rows = []
     for side in (args.small, args.big):
-        scene = work / f"objects_{side}.tif"  # the same scenes as bench/memory.py
-        n = side * side // 40000  # one object per 200 x 200 px
-        if not scene.exists():
-            shapes_scene(scene, side, side, random_boxes(side, side, n, seed=side), seed=side)
+        scene, _ = objects_scene(work, side)  # the same scenes as bench/memory.py
         mask, out = work / f"semantic_{side}_mask.tif", work / f"semantic_{side}.gpkg"
         cmd = [geoseg, "-q", "predict", str(scene), "-m", "geoseg.plugins:threshold_semantic",
                "--model-arg", "threshold=100", "--tile-size", str(args.tile_size), "--overlap",

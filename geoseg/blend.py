@@ -27,11 +27,6 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
-from affine import Affine
-from rasterio import features
-from rasterio.errors import NotGeoreferencedWarning
-from scipy import ndimage
-from shapely.geometry import shape
 
 from geoseg.errors import ModelError
 from geoseg.merge import dissolve_semantic
@@ -48,10 +43,9 @@ from geoseg.pipeline import (
 from geoseg.scene import NoCRSWarning, SceneRef
 from geoseg.segmenter import ModelSpec, get_segmenter, to_numpy
 from geoseg.tiling import Tile, TileGrid
-from geoseg.vectorize import SemanticPiece
+from geoseg.vectorize import SemanticPiece, label_pieces
 
 BLENDS = ("constant", "cosine", "gaussian")
-_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
 
 def blend_window(length: int, kind: str = "gaussian") -> np.ndarray:
@@ -193,31 +187,6 @@ def classify(probs: np.ndarray, classes: Sequence[str], mask_threshold: float = 
     return labels, np.where(valid, score, np.nan)
 
 
-def block_pieces(
-    labels: np.ndarray, score: np.ndarray, row_off: int, col_off: int, classes: Sequence[str]
-) -> list[SemanticPiece]:
-    """Polygons (scene pixel space) of each class in one block, except ``background``."""
-    out = []
-    transform = Affine.translation(col_off, row_off)
-    for label, name in enumerate(classes):
-        if name == "background":
-            continue
-        sel = (labels == label) & ~np.isnan(score)
-        if not sel.any():
-            continue
-        regions, n = ndimage.label(sel, structure=_FOUR_CONNECTED)
-        index = np.arange(1, n + 1)
-        prob_sums = ndimage.sum_labels(score, regions, index)
-        counts = ndimage.sum_labels(sel, regions, index)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            found = features.shapes(regions.astype(np.int32), mask=sel, transform=transform, connectivity=4)
-            for g, value in found:
-                i = int(value) - 1
-                out.append(SemanticPiece(shape(g), label, float(prob_sums[i]), int(counts[i])))
-    return out
-
-
 # -- running tiles --------------------------------------------------------------------------------
 @dataclass
 class TileBatch:
@@ -351,7 +320,7 @@ def predict_blended(
         if mask is not None:
             mask(r0, c0, labels)
         if outlines:
-            pieces.extend(block_pieces(labels, score, r0, c0, classes))
+            pieces.extend(label_pieces(labels, score, r0, c0, classes, ~np.isnan(score)))
 
     tiles = grid.tiles()
     batches = [tiles[i : i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]

@@ -31,6 +31,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from geoseg.atomic import atomic_path
 from geoseg.errors import CheckpointError
 
 FORMAT = "geoseg-checkpoint/1"
@@ -118,15 +119,9 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict, metadata: dict) -
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise CheckpointError(f"checkpoint '{path}': metadata lacks {', '.join(missing)}")
-    path = str(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    try:
-        save_file(tensors, tmp, metadata={"geoseg": json.dumps(meta, sort_keys=True)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"geoseg": json.dumps(meta, sort_keys=True)})
 
 
 def _refuse_non_safetensors(path: str) -> None:

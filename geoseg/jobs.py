@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,6 @@ class Job:
     processes: bool = True
     threads_per_worker: int = 1
     scheduler: str | None = None
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def job_dir(self) -> str:
@@ -337,7 +336,6 @@ def _build(data: dict, path: Path, lines: dict) -> Job:
         processes=cluster.get("processes", True),
         threads_per_worker=cluster.get("threads_per_worker", 1),
         scheduler=cluster.get("scheduler"),
-        raw=data,
     )
 
 

@@ -11,13 +11,13 @@ slices without the structure count, and false positives on them are penalised fu
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from geoseg.atomic import atomic_path
 from geoseg.dice import dice_score, iou_score
 from geoseg.errors import EvalError, GeosegError
 from geoseg.slices import (
@@ -244,12 +244,8 @@ def write_overlays(
             path = out / f"{kind}-{rank}-{_safe(sid)}.png"
             if path.exists() and not overwrite:
                 raise EvalError(f"overlay '{path}': already exists (use --overwrite to replace it)")
-            tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.png")
-            try:
+            with atomic_path(path) as tmp:
                 pic.save(tmp, format="PNG")
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
             written.append(path)
     return written
 

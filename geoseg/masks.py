@@ -23,6 +23,7 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from geoseg.atomic import write_text_atomic
 from geoseg.errors import OutputError
 from geoseg.output import check_writable
 from geoseg.slices import extension
@@ -200,9 +201,4 @@ def write_pixel_geojson(gdf, path: str | os.PathLike, *, overwrite: bool = False
         return
     path = Path(path)
     check_writable(path, overwrite=overwrite)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, text)

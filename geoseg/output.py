@@ -17,7 +17,7 @@ from pathlib import Path
 import geopandas as gpd
 import shapely
 
-from geoseg.env import fault_point
+from geoseg.atomic import atomic_path
 from geoseg.errors import OutputError
 
 #: format name -> (default extension, OGR driver or None for GeoParquet)
@@ -96,14 +96,8 @@ def write_vectors(
         return
     path = Path(path)
     check_writable(path, overwrite=overwrite)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         _write(gdf, tmp, fmt, layer or path.stem)
-        fault_point("output-temp-written")
-        os.replace(tmp, path)
-    finally:
-        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-            leftover.unlink(missing_ok=True)
 
 
 def _write(gdf: gpd.GeoDataFrame, path: Path, fmt: str, layer: str | None) -> None:

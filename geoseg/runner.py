@@ -31,10 +31,10 @@ import os
 import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geoseg.atomic import write_text_atomic
 from geoseg.env import fault_point
 from geoseg.errors import GeosegError
 from geoseg.jobs import Job, ScenePlan, expand_inputs, inside
@@ -89,22 +89,6 @@ def fingerprint(plan: ScenePlan) -> str:
 
 
 # -- manifest and lock -------------------------------------------------------------------------
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = str(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        fault_point("output-temp-written")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 @dataclass
 class Manifest:
     path: str
@@ -129,7 +113,7 @@ class Manifest:
 
     def save(self) -> None:
         doc = {"format": MANIFEST_FORMAT, "job": self.job, "scenes": self.scenes, "combined": self.combined}
-        write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True))
+        write_text_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True))
         fault_point("manifest-written")
 
 
@@ -281,6 +265,7 @@ def run_job(
     get_segmenter(model)
     with job_lock(job.job_dir, job.name):
         os.makedirs(job.out_dir, exist_ok=True)
+        _remove_stale_temporaries(job)
         manifest = Manifest.load(os.path.join(job.job_dir, "manifest.json"), job.name)
         steps = plan_steps(job, model, manifest, force=force, scenes=scenes)
         todo = [s for s in steps if s.action != "skip"]
@@ -314,8 +299,8 @@ def run_job(
         report.seconds = time.perf_counter() - t0
         if job.report:
             stem = inside(job.out_dir, f"{job.name}.report")
-            write_atomic(stem + ".json", json.dumps(report.as_dict(), indent=1, default=str))
-            write_atomic(stem + ".txt", report.summary() + "\n")
+            write_text_atomic(stem + ".json", json.dumps(report.as_dict(), indent=1, default=str))
+            write_text_atomic(stem + ".txt", report.summary() + "\n")
     c = report.counts()
     events("run_end", f"job {job.name}: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed",
            job=job.name, **c)  # fmt: skip
@@ -394,6 +379,15 @@ def _run_scene(job, model, opts, step: Step, manifest: Manifest, client, events,
     return {"scene": plan.key, "href": plan.href, "result": "done", "objects": s["objects"],
             "tiles": s["tiles"], "tiles_run": s["tiles_run"], "seconds": round(seconds, 3),
             "tiles_per_second": round(tps, 3), "output": out_rel}  # fmt: skip
+
+
+def _remove_stale_temporaries(job: Job) -> None:
+    """Temporary files of a run that was killed before renaming them (only a run holding the lock
+    calls this, so no other writer owns them)."""
+    for folder, pattern in ((job.out_dir, ".*.tmp*"), (job.job_dir, "**/.*.tmp*")):
+        for p in Path(folder).glob(pattern):
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 def _drop_stale_caches(job: Job, key: str, keep: str) -> None:
@@ -488,8 +482,3 @@ def dry_run(job: Job, *, force: bool = False) -> list[Step]:
     model = ModelSpec(job.model, job.model_args)
     manifest = Manifest.load(os.path.join(job.job_dir, "manifest.json"), job.name)
     return plan_steps(job, model, manifest, force=force)
-
-
-def scene_output_path(job: Job, key: str) -> Path:
-    """Where the run writes scene ``key``'s objects."""
-    return Path(job.out_dir) / (key + FORMATS[job.scene_format][0])

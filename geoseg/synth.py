@@ -19,6 +19,7 @@ from rasterio import features
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
+from geoseg.atomic import atomic_path
 from geoseg.georef import pixel_to_crs
 
 
@@ -38,21 +39,16 @@ def write_scene(
     """Write a tiled, deflate-compressed GeoTIFF whose blocks come from ``draw(window)``
     (returning ``(count, h, w)``), to a temporary file renamed into place."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     profile = dict(
         driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs,
         transform=transform or from_origin(500000, 6000000, 1.0, 1.0), nodata=nodata,
         tiled=True, blockxsize=block, blockysize=block, compress="deflate", predictor=2, BIGTIFF="IF_SAFER",
     )  # fmt: skip
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            for row in range(0, height, block):
-                for col in range(0, width, block):
-                    window = Window(col, row, min(block, width - col), min(block, height - row))
-                    dst.write(draw(window), window=window)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for row in range(0, height, block):
+            for col in range(0, width, block):
+                window = Window(col, row, min(block, width - col), min(block, height - row))
+                dst.write(draw(window), window=window)
     return path
 
 

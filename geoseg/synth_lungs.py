@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from geoseg.atomic import atomic_path, write_text_atomic
 from geoseg.errors import OutputError
 
 APEX_MARGIN_MM = 3.0
@@ -527,13 +528,6 @@ def lung_slices(
             )
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    try:
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_lungs(
     out: str | os.PathLike,
     n_slices: int,
@@ -566,13 +560,11 @@ def write_lungs(
     records = []
     for s in lung_slices(n_slices, size=size, seed=seed, patients=patients):
         img_path = out / "images" / f"{s.id}.npy"
-        tmp = img_path.with_name(f".{s.id}.tmp.npy")
-        np.save(tmp, s.image)
-        _replace(tmp, img_path)
+        with atomic_path(img_path) as tmp:
+            np.save(tmp, s.image)
         mask_path = out / "masks" / f"{s.id}.png"
-        tmp = mask_path.with_name(f".{s.id}.tmp.png")
-        Image.fromarray(s.mask.astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
-        _replace(tmp, mask_path)
+        with atomic_path(mask_path) as tmp:
+            Image.fromarray(s.mask.astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
         records.append({"id": s.id, "patient": s.patient, "z": s.z, "z_mm": s.z_mm, "kind": s.kind,
                         "spacing_mm": s.spacing_mm, "lung_pixels": int(s.mask.sum())})  # fmt: skip
     index = {
@@ -583,9 +575,7 @@ def write_lungs(
         "mask_values": {"0": "background", "255": "lung"},
         "slices": records,
     }
-    tmp = index_path.with_name(".lungs.json.tmp")
-    tmp.write_text(json.dumps(index, indent=1))
-    _replace(tmp, index_path)
+    write_text_atomic(index_path, json.dumps(index, indent=1))
     for stale in old_ids - {r["id"] for r in records}:
         (out / "images" / f"{stale}.npy").unlink(missing_ok=True)
         (out / "masks" / f"{stale}.png").unlink(missing_ok=True)

@@ -13,11 +13,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Sequence
 
 import shapely
 
+from geoseg.atomic import atomic_path
 from geoseg.env import fault_point
 from geoseg.tiling import Tile
 from geoseg.vectorize import InstancePart, SemanticPiece
@@ -66,20 +66,6 @@ class TileCache:
             "tiles_skipped": result.tiles_skipped,
             "model_seconds": result.model_seconds,
         }
-        path = self._path(tiles)
-        tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(doc, f)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_path(self._path(tiles)) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f)
         fault_point("batch-cached")
-
-    def batches(self) -> int:
-        """How many finished batches the folder holds."""
-        try:
-            return sum(1 for n in os.listdir(self.folder) if n.endswith(".json"))
-        except OSError:
-            return 0

@@ -165,17 +165,33 @@ def semantic_pieces(probs, tile: Tile, classes: list[str]) -> list[SemanticPiece
     core = probs[:, cr0 - r_off : cr1 - r_off, cc0 - c_off : cc1 - c_off]
     winner = np.argmax(core, axis=0)
     top = np.take_along_axis(core, winner[None], axis=0)[0]
+    return label_pieces(winner, top, cr0, cc0, classes)
+
+
+def label_pieces(
+    labels: np.ndarray,
+    score: np.ndarray,
+    row_off: int,
+    col_off: int,
+    classes,
+    valid: np.ndarray | None = None,
+) -> list[SemanticPiece]:
+    """Polygons (scene pixel space) of each class of a label block, except ``background``; each
+    4-connected region carries the sum of its ``score`` and its pixel count. Pixels outside
+    ``valid`` (when given) belong to no class."""
     out = []
-    transform = Affine.translation(cc0, cr0)
+    transform = Affine.translation(col_off, row_off)
     for label, name in enumerate(classes):
         if name == "background":
             continue
-        sel = winner == label
+        sel = labels == label
+        if valid is not None:
+            sel &= valid
         if not sel.any():
             continue
         regions, n = ndimage.label(sel, structure=_FOUR_CONNECTED)
         index = np.arange(1, n + 1)
-        prob_sums = ndimage.sum_labels(top, regions, index)
+        prob_sums = ndimage.sum_labels(score, regions, index)
         counts = ndimage.sum_labels(sel, regions, index)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

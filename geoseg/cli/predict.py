@@ -9,6 +9,7 @@ import warnings
 
 import click
 
+from geoseg.atomic import write_text_atomic
 from geoseg.blend import BLENDS
 from geoseg.cli.options import (
     bands_opt,
@@ -137,18 +138,8 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
 
 def write_json(path: str, data: dict, *, overwrite: bool) -> None:
     """Write ``data`` as JSON atomically."""
-    import os
-    import uuid
-
     check_writable(path, overwrite=overwrite)
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 class _progress:

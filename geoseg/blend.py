@@ -35,9 +35,10 @@ from geoseg.pipeline import (
     SceneResult,
     _configure_torch_threads,
     check_bands,
-    drop_small,
     make_grid,
     read_tiles,
+    resolve_min_area,
+    split_small,
     to_features,
 )
 from geoseg.scene import NoCRSWarning, SceneRef
@@ -266,6 +267,7 @@ def predict_blended(
     *,
     blend: str = "gaussian",
     mask: Callable[[int, int, np.ndarray], None] | None = None,
+    erase: Callable[[list], None] | None = None,
     probabilities: Callable[[int, int, np.ndarray], None] | None = None,
     outlines: bool = True,
     progress=None,
@@ -287,6 +289,11 @@ def predict_blended(
     mask
         Called as ``mask(row_off, col_off, classes)`` with a uint8 block of class indexes (0 is
         background for a one-foreground-class model) for every finished block.
+    erase
+        With a minimum area (``opts.min_area``, or the checkpoint's ``min_area``): called once at
+        the end as ``erase([(polygon, class), ...])`` with the regions, in scene pixel space, that
+        are smaller and so must be set back to background in the mask. Regions are only whole
+        once every block is done, so this is a second, small pass.
     probabilities
         Called as ``probabilities(row_off, col_off, probs)`` with the blended float32
         ``(C, h, w)`` probabilities of every finished block.
@@ -312,6 +319,8 @@ def predict_blended(
             ref = sc.ref
     classes = class_names(seg)
     pieces: list[SemanticPiece] = []
+    min_area = resolve_min_area(opts, seg)
+    regions = outlines or (erase is not None and min_area > 0)
 
     def on_block(r0: int, c0: int, probs: np.ndarray) -> None:
         if probabilities is not None:
@@ -319,7 +328,7 @@ def predict_blended(
         labels, score = classify(probs, classes, opts.mask_threshold)
         if mask is not None:
             mask(r0, c0, labels)
-        if outlines:
+        if regions:
             pieces.extend(label_pieces(labels, score, r0, c0, classes, ~np.isnan(score)))
 
     tiles = grid.tiles()
@@ -340,13 +349,19 @@ def predict_blended(
     finally:
         if previous is not None:
             sys.modules["torch"].set_num_threads(previous)
-    objects = dissolve_semantic(pieces) if outlines else []
-    if opts.min_area > 0:
-        objects = drop_small(objects, opts.min_area)
+    objects = dissolve_semantic(pieces) if regions else []
+    small: list = []
+    if min_area > 0:
+        objects, small = split_small(objects, min_area)
+        if erase is not None and small:
+            erase(small)
+    if not outlines:
+        objects = []
     feats = to_features(objects, SimpleNamespace(task="semantic", classes=classes), model, meta)
     stats.update(
         scene=meta["path"], width=grid.width, height=grid.height, tile_size=grid.size,
         overlap=grid.overlap, stride=grid.align, blend=blend, tiles=len(tiles), objects=len(feats),
+        min_area=min_area, small_regions_removed=len(small),
         blocks_peak=stitcher.peak_blocks, seconds=time.perf_counter() - started,
     )  # fmt: skip
     return SceneResult(feats, stats)

@@ -12,6 +12,7 @@ from affine import Affine
 from rasterio import features
 from rasterio.windows import Window
 
+from geoseg.attributes import ship_attributes
 from geoseg.errors import GeosegError
 from geoseg.evaluate import read_vectors
 from geoseg.scene import Scene, open_scene
@@ -23,6 +24,7 @@ class LabelledScene:
 
     scene: Scene
     polygons: np.ndarray
+    sizes: np.ndarray | None = None  # (n, 2) length and beam in metres, when the labels have a CRS
     tree: shapely.STRtree = field(init=False)
 
     def __post_init__(self) -> None:
@@ -46,7 +48,26 @@ def load_labelled(scene_path: str, labels_path: str, *, bands=None) -> LabelledS
         np.asarray(labels.geometry.values, dtype=object),
         lambda xy: np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]),
     )
-    return LabelledScene(scene, polys)
+    dims = ship_attributes(np.asarray(labels.geometry.values, dtype=object), labels.crs)
+    sizes = dims[["length_m", "beam_m"]].to_numpy(dtype=np.float64, na_value=np.nan)
+    return LabelledScene(scene, polys, sizes)
+
+
+def size_limits(scenes: list[LabelledScene], margin: float = 0.2) -> dict | None:
+    """The range of the labelled objects' length and beam (metres), widened by ``margin`` at each
+    end: what a model trained on them can be expected to find. None without sizes."""
+    sizes = [s.sizes for s in scenes if s.sizes is not None and len(s.sizes)]
+    if not sizes:
+        return None
+    allsizes = np.concatenate(sizes)
+    allsizes = allsizes[~np.isnan(allsizes).any(axis=1)]
+    if not len(allsizes):
+        return None
+    lo, hi = allsizes.min(axis=0), allsizes.max(axis=0)
+    return {
+        "length_m": [round(float(lo[0]) * (1 - margin), 1), round(float(hi[0]) * (1 + margin), 1)],
+        "beam_m": [round(float(lo[1]) * (1 - margin), 1), round(float(hi[1]) * (1 + margin), 1)],
+    }
 
 
 def fingerprint(pairs: list[tuple[str, str]]) -> str:

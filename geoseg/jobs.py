@@ -67,6 +67,7 @@ SCHEMA = (
                     "score_threshold": (_FLOAT, False),
                     "mask_threshold": (_FLOAT, False),
                     "min_area": (_FLOAT, False),
+                    "any_size": (_BOOL, False),
                 },
             ),
             False,
@@ -130,7 +131,8 @@ class Job:
     batch_size: int = 4
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
-    min_area: float = 0.0
+    min_area: float | None = None
+    any_size: bool = False
     out_dir: str = ""
     scene_format: str = "geojson"
     combined: str = "gpkg"
@@ -156,6 +158,8 @@ class Job:
             "min_area": self.min_area,
             "model_args": self.model_args,
         }
+        if self.any_size:  # (absent when off, so that older manifests keep their hash)
+            params["any_size"] = True
         return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -326,7 +330,8 @@ def _build(data: dict, path: Path, lines: dict) -> Job:
         batch_size=tiling.get("batch_size", 4),
         score_threshold=float(predict.get("score_threshold", 0.5)),
         mask_threshold=float(predict.get("mask_threshold", 0.5)),
-        min_area=float(predict.get("min_area", 0.0)),
+        min_area=None if predict.get("min_area") is None else float(predict["min_area"]),
+        any_size=bool(predict.get("any_size", False)),
         out_dir=absolute(outputs["dir"]),
         scene_format=outputs.get("scene_format", "geojson"),
         combined=outputs.get("combined", "gpkg"),

@@ -12,6 +12,7 @@ header, or a ``.npy`` array of the input's shape.
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio import features
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -100,7 +102,7 @@ class MaskWriter:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                return rasterio.open(self.tmp, "w", **profile)
+                return rasterio.open(self.tmp, "w+", **profile)  # read back by eraser()
         except RasterioError as exc:
             raise OutputError(f"mask '{self.path}': cannot be created ({exc})") from exc
 
@@ -124,6 +126,37 @@ class MaskWriter:
             target[r0 : r0 + h, c0 : c0 + w] = block
 
         return write_array
+
+    def eraser(self, index: int | None = None):
+        """A callable ``erase([(polygon, class), ...])`` that sets those regions (pixel space) of
+        one image (``index`` of a volume) back to background, where they still hold that class."""
+        write = self.writer(index)
+        read = self._reader(index)
+
+        def erase(regions) -> None:
+            for polygon, label in regions:
+                x0, y0, x1, y1 = (int(math.floor(v)) if k < 2 else int(math.ceil(v))
+                                  for k, v in enumerate(polygon.bounds))  # fmt: skip
+                h, w = y1 - y0, x1 - x0
+                if h <= 0 or w <= 0:
+                    continue
+                block = read(y0, x0, h, w)
+                inside = features.rasterize([(polygon, 1)], out_shape=(h, w),
+                                            transform=Affine.translation(x0, y0), dtype="uint8")  # fmt: skip
+                block[(inside == 1) & (block == label)] = 0
+                write(y0, x0, block)
+
+        return erase
+
+    def _reader(self, index: int | None):
+        if self._ds is not None:
+            return lambda r0, c0, h, w: self._ds.read(1, window=Window(c0, r0, w, h))
+        target = self._array
+        if self.volume:
+            sel: list = [slice(None)] * 3
+            sel[self.axis] = int(index)
+            target = self._array[tuple(sel)]
+        return lambda r0, c0, h, w: target[r0 : r0 + h, c0 : c0 + w].copy()
 
     def commit(self) -> None:
         try:

@@ -48,7 +48,8 @@ class PredictOptions:
     batch_size: int = 4
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
-    min_area: float = 0.0  # pixels; applied to merged objects
+    min_area: float | None = None  # pixels, on merged objects; None: the model's own (else 0)
+    object_limits: bool = True  # drop objects outside the checkpoint's object_limits (sizes)
     iou_threshold: float = 0.5
     ios_threshold: float = 0.5
     workers: int = 1
@@ -244,9 +245,11 @@ def predict_scene(
         )
     else:
         objects = dissolve_semantic(parts)
-    if opts.min_area > 0:  # on whole objects: filtering tile parts would depend on the tiling
-        objects = drop_small(objects, opts.min_area)
+    min_area = resolve_min_area(opts, seg)
+    if min_area > 0:  # on whole objects: filtering tile parts would depend on the tiling
+        objects = drop_small(objects, min_area)
     features = to_features(objects, seg, model, meta)
+    features, outside = apply_object_limits(features, seg, opts)
     stats = {
         "scene": meta["path"],
         "width": grid.width,
@@ -258,21 +261,56 @@ def predict_scene(
         "tiles_skipped": sum(r.tiles_skipped for r in results),
         "tile_parts": len(parts),
         "objects": len(features),
+        "objects_outside_limits": outside,
         "model_seconds": sum(r.model_seconds for r in results),
         "seconds": time.perf_counter() - started,
     }
     return SceneResult(features, stats)
 
 
+def apply_object_limits(features: gpd.GeoDataFrame, seg: Segmenter, opts: PredictOptions):
+    """Drop whole objects whose measures fall outside the checkpoint's ``object_limits`` (e.g.
+    ``{"length_m": [80, 420], "beam_m": [12, 72]}``: the sizes it was trained on, with a margin).
+    Objects without a measure (no CRS) are kept. Returns the features, renumbered, and the count
+    dropped."""
+    limits = (getattr(seg, "metadata", None) or {}).get("object_limits") if opts.object_limits else None
+    if not limits or not len(features):
+        return features, 0
+    keep = np.ones(len(features), bool)
+    for column, (lo, hi) in limits.items():
+        if column in features:
+            values = features[column].astype("Float64")
+            keep &= ~((values < lo) | (values > hi)).fillna(False).to_numpy(bool)
+    if keep.all():
+        return features, 0
+    kept = features[keep].reset_index(drop=True)
+    kept["id"] = np.arange(1, len(kept) + 1, dtype=np.int64)
+    return kept, int((~keep).sum())
+
+
+def resolve_min_area(opts: PredictOptions, seg: Segmenter) -> float:
+    """``opts.min_area``, or when that is None the checkpoint's ``min_area`` (else 0)."""
+    if opts.min_area is not None:
+        return float(opts.min_area)
+    return float((getattr(seg, "metadata", None) or {}).get("min_area", 0.0))
+
+
 def drop_small(objects: list[MergedObject], min_area: float) -> list[MergedObject]:
     """Drop objects, and parts of multi-part objects, smaller than ``min_area`` pixels."""
-    kept = []
+    return split_small(objects, min_area)[0]
+
+
+def split_small(objects: list[MergedObject], min_area: float) -> tuple[list[MergedObject], list]:
+    """``objects`` without their parts under ``min_area`` pixels, and those parts (polygons)."""
+    kept, dropped = [], []
     for o in objects:
-        big = [p for p in shapely.get_parts(o.geometry) if p.area >= min_area]
+        parts = shapely.get_parts(o.geometry)
+        big = [p for p in parts if p.area >= min_area]
+        dropped.extend((p, o.label) for p in parts if p.area < min_area)
         if big:
             geom = big[0] if len(big) == 1 else shapely.MultiPolygon(big)
             kept.append(MergedObject(geom, o.score, o.label, o.parts))
-    return kept
+    return kept, dropped
 
 
 def check_bands(scene: Scene, seg: Segmenter, model: ModelSpec) -> None:

@@ -279,6 +279,7 @@ def run_job(
                 score_threshold=job.score_threshold,
                 mask_threshold=job.mask_threshold,
                 min_area=job.min_area,
+                object_limits=not job.any_size,
                 workers=local_workers,
             )
             for n, step in enumerate(steps, 1):

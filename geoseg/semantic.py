@@ -77,8 +77,9 @@ def predict_semantic(
         for done, k in enumerate(chosen, 1):
             one = SliceRef(ref.path, ref.bands, None, k if volume else None, axis, hu_window)
             sink = writer.writer(k if volume else None) if writer is not None else None
-            result = predict_blended(one, model, opts, blend=blend, mask=sink, scheduler=scheduler,
-                                     progress=None if volume else progress)  # fmt: skip
+            erase = writer.eraser(k if volume else None) if writer is not None else None
+            result = predict_blended(one, model, opts, blend=blend, mask=sink, erase=erase,
+                                     scheduler=scheduler, progress=None if volume else progress)  # fmt: skip
             if volume:
                 result.features.insert(1, "slice", np.int32(k))
                 if progress:
@@ -124,7 +125,8 @@ def _predict_raster(ref, model, opts, blend, mask_path, overwrite, progress, sch
         writer = MaskWriter(mask_path, (height, width), crs=crs, transform=transform, overwrite=overwrite)
     try:
         result = predict_blended(ref, model, opts, blend=blend, scheduler=scheduler, progress=progress,
-                                 mask=writer.writer() if writer is not None else None)  # fmt: skip
+                                 mask=writer.writer() if writer is not None else None,
+                                 erase=writer.eraser() if writer is not None else None)  # fmt: skip
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -7,13 +7,21 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from geoseg.checkpoint import save_checkpoint
-from geoseg.chips import augment, band_stats, chip_window, fingerprint, instance_targets, load_labelled
+from geoseg.chips import (
+    augment,
+    band_stats,
+    chip_window,
+    fingerprint,
+    instance_targets,
+    load_labelled,
+    size_limits,
+)
 from geoseg.models.maskrcnn import CONFIGS, MaskRCNNSegmenter, build_maskrcnn, instance_target, no_resize
 
 
@@ -31,13 +39,61 @@ class TrainOptions:
     classes: tuple[str, ...] = ("background", "tanker")
     pretrained: bool = False
     focus: float = 0.5  # share of chips centred on a labelled object; the rest are uniform
+    hard_negatives: float = 0.0  # share of chips drawn from windows where the model saw false objects
+    mining_chips: int = 32  # uniform windows scanned for false objects at each validation
 
 
-def _batch(scenes, rng, opts, mean, std):
+@dataclass
+class HardNegatives:
+    """Windows of training scenes in which the model, at its last check, found objects that are not
+    in the labels (bright coastlines, cloud edges, wakes...). Chips drawn from them teach it what a
+    tanker is not, which uniform sampling shows too rarely to matter."""
+
+    windows: list = field(default_factory=list)  # (scene index, Window)
+    limit: int = 256
+
+    def add(self, found: list) -> None:
+        self.windows = (found + self.windows)[: self.limit]
+
+    def draw(self, rng: np.random.Generator):
+        return self.windows[int(rng.integers(len(self.windows)))]
+
+
+def mine_hard_negatives(seg, scenes, rng, opts, *, score: float = 0.5, inside: float = 0.2) -> list:
+    """Scan ``opts.mining_chips`` uniform windows; keep those holding a detection (score >= ``score``)
+    of which less than ``inside`` of the mask lies on a labelled object."""
+    picks = []
+    for _ in range(opts.mining_chips):
+        i = int(rng.integers(len(scenes)))
+        picks.append((i, chip_window(scenes[i], rng, opts.chip_size, focus=0.0)))
+    found = []
+    for k in range(0, len(picks), 4):
+        batch = picks[k : k + 4]
+        images = [scenes[i].scene.read(w) for i, w in batch]
+        if len({im.shape for im in images}) > 1:  # a scene smaller than a chip
+            preds = [seg.predict(im[None])[0] for im in images]
+        else:
+            preds = seg.predict(np.stack(images))
+        for (i, w), p in zip(batch, preds, strict=True):
+            masks = p["masks"][p["scores"] >= score] >= 0.5
+            if not len(masks):
+                continue
+            truth = instance_targets(scenes[i], w, min_pixels=1).any(0)
+            on_truth = (masks & truth).reshape(len(masks), -1).sum(1)
+            if (on_truth < inside * masks.reshape(len(masks), -1).sum(1)).any():
+                found.append((i, w))
+    return found
+
+
+def _batch(scenes, rng, opts, mean, std, hard: HardNegatives):
     images, targets = [], []
     for _ in range(opts.batch_size):
-        ls = scenes[int(rng.integers(len(scenes)))]
-        window = chip_window(ls, rng, opts.chip_size, focus=opts.focus)
+        if hard.windows and rng.random() < opts.hard_negatives:
+            i, window = hard.draw(rng)
+            ls = scenes[i]
+        else:
+            ls = scenes[int(rng.integers(len(scenes)))]
+            window = chip_window(ls, rng, opts.chip_size, focus=opts.focus)
         image = ls.scene.read(window)
         masks = instance_targets(ls, window)
         image, masks = augment(image, masks, rng)
@@ -139,6 +195,8 @@ def train_maskrcnn(
         "normalization": {"mean": mean, "std": std},
         "tile_size": 2 * opts.chip_size,
         "overlap": opts.chip_size // 2,
+        # the sizes of the training objects (plus 20 %): predictions outside are dropped by default
+        "object_limits": size_limits(scenes),
         "training": {
             "command": command or " ".join(sys.argv),
             "data_fingerprint": fingerprint(train + val),
@@ -147,16 +205,19 @@ def train_maskrcnn(
             "batch_size": opts.batch_size,
             "chip_size": opts.chip_size,
             "focus": opts.focus,
+            "hard_negatives": opts.hard_negatives,
             "lr": opts.lr,
             "device": device,
         },
     }
     best: dict = {"f1": -1.0}
+    hard = HardNegatives()
+    mrng = np.random.default_rng(opts.seed + 3)
     started = time.perf_counter()
     loss_avg = math.nan
     for it in range(1, opts.iterations + 1):
         model.train()
-        images, targets = _batch(scenes, rng, opts, mean_t, std_t)
+        images, targets = _batch(scenes, rng, opts, mean_t, std_t, hard)
         no_resize(model, opts.chip_size, opts.chip_size)
         losses = model(
             [x.to(device) for x in images], [{k: v.to(device) for k, v in t.items()} for t in targets]
@@ -178,6 +239,9 @@ def train_maskrcnn(
             if metrics["f1"] >= best["f1"]:
                 best = metrics
                 save_checkpoint(output, model.state_dict(), {**meta, "metrics": metrics})
+            if opts.hard_negatives > 0 and it < opts.iterations:
+                hard.add(mine_hard_negatives(seg, scenes, mrng, opts))
+                metrics["hard_windows"] = len(hard.windows)
             if progress:
                 progress(it, opts.iterations, {"loss": loss_avg, **metrics, "best_f1": best["f1"]})
         elif progress:

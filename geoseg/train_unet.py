@@ -44,6 +44,7 @@ class UNetTrainOptions:
     val_fraction: float = 0.15  # share of the training pairs held out when no validation folders
     augment: bool = True
     streaks: float = 0.0  # share of training crops given synthetic streak artefacts
+    min_area: float = 0.0  # recorded: predictions drop regions under this many pixels by default
     extra: dict = field(default_factory=dict)  # recorded in the checkpoint's training section
 
 
@@ -285,6 +286,7 @@ def train_unet(
         "normalization": normalization,
         "tile_size": opts.tile,
         "overlap": opts.tile // 4,
+        "min_area": float(opts.min_area),
         "training": {
             "command": command or " ".join(sys.argv),
             "data_fingerprint": data_fingerprint(pairs + val_pairs),

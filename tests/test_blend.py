@@ -132,3 +132,79 @@ def test_raster_mask_is_a_tiled_compressed_geotiff_with_the_input_geometry(tmp_p
 def test_instance_models_are_refused(noisy_scene):
     with pytest.raises(ModelError, match="needs a semantic model"):
         predict_blended(str(noisy_scene), ModelSpec("geoseg.plugins:threshold_instances"))
+
+
+def _specks() -> tuple[np.ndarray, np.ndarray]:
+    """A 300 x 300 image: one large region that crosses many tiles, a 2 x 2 speck, a lone pixel and
+    a 3 x 3 speck on a tile seam; and the mask expected once regions under 10 pixels are dropped."""
+    a = np.zeros((300, 300), np.uint8)
+    a[40:190, 30:230] = 200
+    a[60:80, 100:120] = 0  # a hole, which stays a hole
+    a[250:252, 250:252] = 200
+    a[10, 280] = 200
+    a[47:50, 255:258] = 200
+    expected = np.zeros_like(a)
+    expected[40:190, 30:230] = 1
+    expected[60:80, 100:120] = 0
+    return a, expected
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_min_area_drops_small_regions_from_mask_and_outlines_alike(tmp_path, suffix):
+    from PIL import Image
+
+    a, expected = _specks()
+    if suffix == ".tif":
+        scene = write_raster(tmp_path / "s.tif", a)
+    else:
+        scene = tmp_path / "s.png"
+        Image.fromarray(a).save(scene)
+    opts = PredictOptions(tile_size=64, overlap=16, min_area=10)
+    model = ModelSpec("geoseg.plugins:threshold_semantic", (("threshold", 100), ("sharpness", 0.05)))
+    result = predict_semantic(str(scene), model, opts, blend="constant", mask_path=tmp_path / f"m{suffix}")
+    with rasterio.open(tmp_path / f"m{suffix}") as ds:
+        assert np.array_equal(ds.read(1), expected)
+    assert len(result.features) == 1  # the large region, with its hole
+    assert result.features.geometry.iloc[0].geom_type == "Polygon"
+    assert len(result.features.geometry.iloc[0].interiors) == 1
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary left
+    # without a minimum area every speck is there, in both outputs
+    plain = predict_semantic(str(scene), model, PredictOptions(tile_size=64, overlap=16), blend="constant",
+                             mask_path=tmp_path / f"p{suffix}")  # fmt: skip
+    with rasterio.open(tmp_path / f"p{suffix}") as ds:
+        assert np.array_equal(ds.read(1), (a > 100).astype(np.uint8))
+    assert len(plain.features) == 4
+
+
+def test_min_area_defaults_to_the_checkpoints():
+    from types import SimpleNamespace
+
+    from geoseg.pipeline import resolve_min_area
+
+    seg = SimpleNamespace(metadata={"min_area": 16.0})
+    assert resolve_min_area(PredictOptions(), seg) == 16.0
+    assert resolve_min_area(PredictOptions(min_area=0), seg) == 0.0  # told otherwise
+    assert resolve_min_area(PredictOptions(), SimpleNamespace(metadata=None)) == 0.0
+
+
+@pytest.mark.slow
+def test_blended_masks_on_a_dask_distributed_cluster_equal_local_ones(noisy_scene, tmp_path):
+    """Tiles run in two worker processes (scene and model travel by reference) and are blended
+    here: the mask and outlines equal an in-process run's."""
+    from dask.distributed import Client, LocalCluster
+
+    opts = PredictOptions(tile_size=64, overlap=16, batch_size=2, min_area=5)
+    local = predict_semantic(str(noisy_scene), THRESHOLD, opts, mask_path=tmp_path / "local.tif")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            remote = predict_semantic(str(noisy_scene), THRESHOLD, opts, mask_path=tmp_path / "remote.tif",
+                                      scheduler=client)  # fmt: skip
+            assert sum(client.run(lambda: 1).values()) == 2  # two workers really ran
+    with rasterio.open(tmp_path / "local.tif") as a, rasterio.open(tmp_path / "remote.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1)) and a.read(1).any()
+    assert remote.stats["tiles_run"] == local.stats["tiles_run"] > 0
+    assert len(remote.features) == len(local.features) > 0
+    assert remote.features.geometry.union_all().symmetric_difference(
+        local.features.geometry.union_all()
+    ).area == pytest.approx(0.0, abs=1e-6)

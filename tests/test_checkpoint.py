@@ -144,3 +144,22 @@ def test_checkpoint_bands_are_used_when_not_given(tmp_path):
     assert r.exit_code == 0, r.output
     feats = json.loads(out.read_text())["features"]
     assert len(feats) == 1 and feats[0]["properties"]["area_px"] == 400
+
+
+def test_maskrcnn_checkpoint_without_anchor_ratios_loads_with_torchvisions(tmp_path):
+    """Checkpoints written before anchors were configurable keep loading (3 anchors a place)."""
+    from geoseg.models.maskrcnn import DEFAULT_ANCHOR_RATIOS, build_maskrcnn
+
+    torch.manual_seed(0)
+    config = {"name": "light", "backbone": "resnet18", "fpn_channels": 64, "representation_size": 256,
+              "mask_channels": 64, "mask_layers": 4, "detections_per_img": 100}  # fmt: skip
+    old = build_maskrcnn({**config, "anchor_ratios": DEFAULT_ANCHOR_RATIOS}, in_channels=3, num_classes=2)
+    meta = {"architecture": "maskrcnn", "config": config, "task": "instance",
+            "classes": ["background", "tanker"], "bands": [1, 2, 3], "in_channels": 3,
+            "normalization": {"mean": [0.0] * 3, "std": [1.0] * 3}}  # fmt: skip
+    path = tmp_path / "old.safetensors"
+    save_checkpoint(path, old.state_dict(), meta)
+    seg = load_checkpoint(path)
+    assert seg.module.rpn.head.cls_logits.out_channels == 3
+    new = build_maskrcnn(config, in_channels=3, num_classes=2)  # today's light config
+    assert new.rpn.head.cls_logits.out_channels == 5

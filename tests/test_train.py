@@ -45,6 +45,8 @@ def train(d, out, seed=0):
         "128",
         "--batch-size",
         "2",
+        "--hard-negatives",
+        "0.5",
         "--seed",
         str(seed),
         "-o",
@@ -69,6 +71,8 @@ def test_same_seed_same_run(data, tmp_path):
     assert meta1["classes"] == ["background", "tanker"] and meta1["bands"] == [1, 2, 3]
     assert len(meta1["normalization"]["mean"]) == 3 and meta1["tile_size"] == 256
     assert meta1["training"]["seed"] == 0 and meta1["training"]["data_fingerprint"]
+    assert meta1["training"]["hard_negatives"] == 0.5
+    assert meta1["config"]["anchor_ratios"] == [0.25, 0.5, 1.0, 2.0, 4.0]
     assert "geoseg train maskrcnn" in meta1["training"]["command"]
     assert {"f1", "precision", "recall", "iteration"} <= set(meta1["metrics"])
 
@@ -96,3 +100,84 @@ def test_same_seed_same_run(data, tmp_path):
     )
     assert r.exit_code == 1 and "1 band(s) selected" in r.stderr and "expects 3" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.geojson").exists()
+
+
+class _Seeing:
+    """A stand-in model that 'finds' one 20 x 20 object at a fixed place of every chip."""
+
+    def __init__(self, at: tuple[int, int]):
+        self.at = at
+
+    def predict(self, x):
+        out = []
+        for im in x:
+            m = np.zeros(im.shape[1:], np.float32)
+            r, c = self.at
+            m[r : r + 20, c : c + 20] = 1.0
+            out.append({"scores": np.array([0.9]), "masks": m[None]})
+        return out
+
+
+def test_hard_negative_mining_keeps_windows_with_unlabelled_detections(tmp_path):
+    import shapely
+
+    from geoseg.chips import LabelledScene
+    from geoseg.scene import open_scene
+    from geoseg.train_maskrcnn import HardNegatives, TrainOptions, mine_hard_negatives
+
+    path = write_raster(tmp_path / "s.tif", np.zeros((3, 64, 64), np.uint8))
+    label = shapely.box(0, 0, 32, 64)  # the left half of the scene is a labelled object
+    with open_scene(str(path)) as scene:
+        ls = LabelledScene(scene, np.array([label], dtype=object))
+        opts = TrainOptions(chip_size=64, mining_chips=4)
+        rng = np.random.default_rng(0)
+        # a detection on the labelled object is no false object; one on the empty right half is
+        assert mine_hard_negatives(_Seeing((10, 5)), [ls], rng, opts) == []
+        found = mine_hard_negatives(_Seeing((10, 40)), [ls], rng, opts)
+        assert len(found) == 4 and all(i == 0 for i, _ in found)
+    pool = HardNegatives(limit=5)
+    pool.add(found)
+    pool.add(found)
+    assert len(pool.windows) == 5 and pool.draw(rng) in found
+
+
+def test_size_limits_come_from_the_labels_and_drop_objects_outside(tmp_path):
+    from types import SimpleNamespace
+
+    import geopandas as gpd
+    import shapely
+
+    from geoseg.chips import load_labelled, size_limits
+    from geoseg.pipeline import PredictOptions, apply_object_limits
+
+    scene = write_raster(tmp_path / "s.tif", np.zeros((3, 400, 400), np.uint8), crs="EPSG:32631")
+    # the raster is at 2 m: hulls of 200 x 30 m and 300 x 50 m
+    x0, y0 = 500000, 6000000 - 400
+    hulls = [
+        shapely.box(x0 + 20, y0 + 20, x0 + 220, y0 + 50),
+        shapely.box(x0 + 20, y0 + 100, x0 + 320, y0 + 150),
+    ]
+    gpd.GeoDataFrame(geometry=hulls, crs="EPSG:32631").to_file(tmp_path / "l.geojson")
+    ls = load_labelled(str(scene), str(tmp_path / "l.geojson"))
+    limits = size_limits([ls])
+    ls.scene.close()
+    # (metres on the ground: UTM's scale factor makes 200 grid metres 200.1 true metres)
+    assert limits["length_m"] == pytest.approx([160.0, 360.0], abs=0.2)
+    assert limits["beam_m"] == pytest.approx([24.0, 60.0], abs=0.2)
+
+    features = gpd.GeoDataFrame(
+        {"id": [1, 2, 3, 4], "length_m": [250.0, 40.0, 250.0, None], "beam_m": [40.0, 10.0, 90.0, None]},
+        geometry=[shapely.Point(0, 0)] * 4,
+    )
+    seg = SimpleNamespace(metadata={"object_limits": limits})
+    kept, dropped = apply_object_limits(features, seg, PredictOptions())
+    assert dropped == 2 and kept["length_m"].iloc[0] == 250.0 and kept["id"].tolist() == [1, 2]
+    assert pd_isna(kept["length_m"].iloc[1])  # no measure, no judgement: kept
+    same, none = apply_object_limits(features, seg, PredictOptions(object_limits=False))
+    assert none == 0 and len(same) == 4
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))

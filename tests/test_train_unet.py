@@ -120,6 +120,8 @@ def test_no_window_and_held_out_share(data, tmp_path):
         "none",
         "--val-fraction",
         "0.34",
+        "--min-area",
+        "12",
         "-o",
         str(out),
     ]
@@ -128,6 +130,7 @@ def test_no_window_and_held_out_share(data, tmp_path):
     meta = read_metadata(out)
     assert "window" not in meta["normalization"] and meta["normalization"]["mean"][0] < -100  # raw HU
     assert (meta["training"]["train_slices"], meta["training"]["val_slices"]) == (4, 2)
+    assert meta["min_area"] == 12.0  # the default of predictions with this checkpoint
 
 
 def test_bad_inputs_are_one_line_errors(data, tmp_path):

@@ -47,8 +47,16 @@ from geoseg.semantic import open_check, parse_slices, predict_semantic
 @click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--mask-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option(
-    "--min-area", type=click.FloatRange(0), default=0.0, help="Drop polygon parts under this many pixels."
+    "--min-area",
+    type=click.FloatRange(0),
+    default=None,
+    help="Drop regions under this many pixels, from outlines and masks alike "
+    "(default: the checkpoint's min_area, else none).",
 )
+@click.option(
+    "--any-size", is_flag=True,
+    help="Keep objects outside the sizes the checkpoint was trained on (its object_limits).",
+)  # fmt: skip
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Parallel workers.")
 @click.option("--stats", "stats_path", default=None, help="Also write run statistics as JSON here.")
 @click.option(
@@ -67,8 +75,8 @@ from geoseg.semantic import open_check, parse_slices, predict_semantic
 @click.option("--hu-window", default=None, metavar="CENTER,WIDTH", help="Clip DICOM values (HU) to a window.")
 @click.pass_context
 def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, tile_size, overlap,
-            batch_size, score_threshold, mask_threshold, min_area, workers, stats_path, blend, mask_path,
-            slice_axis, slice_list, hu_window):  # fmt: skip
+            batch_size, score_threshold, mask_threshold, min_area, any_size, workers, stats_path, blend,
+            mask_path, slice_axis, slice_list, hu_window):  # fmt: skip
     """Segment SCENE tile by tile and write the merged objects.
 
     \b
@@ -107,6 +115,7 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
         score_threshold=score_threshold,
         mask_threshold=mask_threshold,
         min_area=min_area,
+        object_limits=not any_size,
         workers=workers,
     )
     quiet = ctx.obj.get("quiet", False)

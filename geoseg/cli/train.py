@@ -53,12 +53,19 @@ def train():
     show_default=True,
     help="Share of chips centred on a labelled object (the rest sample the scene uniformly).",
 )
+@click.option(
+    "--hard-negatives",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of chips drawn from windows where the model last found objects that are not labelled.",
+)
 @click.option("--val-chips", type=click.IntRange(1), default=48, show_default=True, help="Validation chips.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @click.pass_context
 def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations, batch_size, chip_size, lr,
-             val_every, focus, val_chips, seed, overwrite):  # fmt: skip
+             val_every, focus, hard_negatives, val_chips, seed, overwrite):  # fmt: skip
     """Train Mask R-CNN on scenes with polygon labels; the best checkpoint by validation F1 is kept."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -67,7 +74,8 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
     check_writable(output, overwrite=overwrite)
     opts = TrainOptions(
         config=config, iterations=iterations, batch_size=batch_size, chip_size=chip_size, lr=lr,
-        val_every=val_every, focus=focus, val_chips=val_chips, seed=seed, pretrained=pretrained,
+        val_every=val_every, focus=focus, hard_negatives=hard_negatives, val_chips=val_chips, seed=seed,
+        pretrained=pretrained,
     )  # fmt: skip
     command = "geoseg train maskrcnn " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
     quiet = ctx.obj.get("quiet", False)
@@ -80,6 +88,8 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
             text = f"loss {info['loss']:.3f}"
             if "f1" in info:
                 text += f"  val F1 {info['f1']:.3f} (best {info['best_f1']:.3f})"
+                if "hard_windows" in info:
+                    text += f"  hard windows {info['hard_windows']}"
                 bar.console.log(f"iteration {it}: {text}")
             bar.update(task, completed=it, info=text)
 
@@ -134,11 +144,18 @@ def _parse_window(ctx, param, value):
     show_default=True,
     help="Share of training crops given synthetic streak artefacts (bright/dark lines, never the class).",
 )
+@click.option(
+    "--min-area",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Recorded in the checkpoint: predictions drop regions under this many pixels by default.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @click.pass_context
 def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, tile, window, depth,
-         base_width, down, up, norm, lr, classes, val_fraction, no_augment, streaks, seed,
+         base_width, down, up, norm, lr, classes, val_fraction, no_augment, streaks, min_area, seed,
          overwrite):  # fmt: skip
     """Train a U-Net on image/mask folders; the best checkpoint by validation Dice is kept."""
     # OpenMP threads that spin while waiting slow training several-fold when other processes share
@@ -159,7 +176,7 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
     opts = UNetTrainOptions(
         epochs=epochs, batch_size=batch_size, tile=tile, depth=depth, base_width=base_width, down=down, up=up,
         norm=norm, lr=lr, window=window, classes=names, seed=seed, val_fraction=val_fraction,
-        augment=not no_augment, streaks=streaks,
+        augment=not no_augment, streaks=streaks, min_area=min_area,
     )  # fmt: skip
     command = "geoseg train unet " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
     quiet = ctx.obj.get("quiet", False)

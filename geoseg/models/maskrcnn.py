@@ -15,13 +15,20 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from geoseg.checkpoint import register_architecture
 from geoseg.models.base import TorchSegmenter, checkpoint_kwargs
+
+#: torchvision's anchor aspect ratios (height / width), used when a config names none
+DEFAULT_ANCHOR_RATIOS = [0.5, 1.0, 2.0]
+#: anchor sizes per FPN level (torchvision's defaults)
+ANCHOR_SIZES = (32, 64, 128, 256, 512)
 
 #: named configurations; any key can be overridden in a checkpoint's config
 CONFIGS = {
@@ -32,6 +39,10 @@ CONFIGS = {
         "mask_channels": 64,
         "mask_layers": 4,
         "detections_per_img": 100,
+        # tankers are 5-7 times longer than wide: anchors as elongated as their boxes
+        "anchor_ratios": [0.25, 0.5, 1.0, 2.0, 4.0],
+        # masks of 56 x 56 per box: hulls side by side a few pixels apart stay apart
+        "mask_roi_size": 28,
     },
     "resnet50": {
         "backbone": "resnet50",
@@ -75,9 +86,15 @@ def build_maskrcnn(config: dict, *, in_channels: int, num_classes: int, pretrain
             extra_blocks=LastLevelMaxPool(),
         )
         c, rep = cfg["fpn_channels"], cfg["representation_size"]
+        ratios = tuple(float(r) for r in cfg.get("anchor_ratios", DEFAULT_ANCHOR_RATIOS))
+        anchors = AnchorGenerator(tuple((s,) for s in ANCHOR_SIZES), (ratios,) * len(ANCHOR_SIZES))
         model = MaskRCNN(
             backbone,
             num_classes=None,
+            rpn_anchor_generator=anchors,
+            # the mask head sees the RoI at this size and predicts masks twice as fine; a long hull
+            # in an axis-aligned box needs more than torchvision's 14 (28) for its beam
+            mask_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], int(cfg.get("mask_roi_size", 14)), 2),
             box_head=TwoMLPHead(c * 7 * 7, rep),
             box_predictor=FastRCNNPredictor(rep, num_classes),
             mask_head=MaskRCNNHeads(c, [cfg["mask_channels"]] * cfg["mask_layers"], 1),
@@ -133,7 +150,9 @@ class MaskRCNNSegmenter(TorchSegmenter):
 
 @register_architecture("maskrcnn")
 def _load(meta: dict, state: dict[str, torch.Tensor]) -> MaskRCNNSegmenter:
-    module = build_maskrcnn(meta["config"], in_channels=meta["in_channels"], num_classes=len(meta["classes"]))
+    # a checkpoint whose config names no anchors or mask size was trained with torchvision's
+    config = {"anchor_ratios": DEFAULT_ANCHOR_RATIOS, "mask_roi_size": 14, **meta["config"]}
+    module = build_maskrcnn(config, in_channels=meta["in_channels"], num_classes=len(meta["classes"]))
     module.load_state_dict(state)
     return MaskRCNNSegmenter(module, **checkpoint_kwargs(meta))
 

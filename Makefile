@@ -48,7 +48,7 @@ format: $(STAMP)
 clean:
 	rm -rf $(VENV) build *.egg-info
 
-# The committed tanker model, made again from scratch (about an hour on a 2-core CPU):
+# The committed tanker model, made again from scratch (about 70 minutes on a 2-core CPU):
 # ten training scenes at 0.8-2.5 m, one validation scene, then `geoseg train maskrcnn` with a share
 # of hard-negative chips (windows where the model last saw false tankers).
 TANKER_DATA := build/tanker-data

@@ -115,13 +115,18 @@ def main() -> None:
                              str(args.tile_size), "--overlap", str(args.overlap), "-o", str(geoseg_out),
                              "--overwrite"])  # fmt: skip
     rows["geoseg"] = (rss, wall, evaluate(read_vectors(geoseg_out, "geoseg"), truth))
+    # like for like: sahi has no notion of the sizes a model was trained on
+    rss, wall = peak_rss_mb([geoseg_bin, "-q", "predict", args.scene, "-m", args.model, "--tile-size",
+                             str(args.tile_size), "--overlap", str(args.overlap), "-o", str(geoseg_out),
+                             "--overwrite", "--any-size"])  # fmt: skip
+    rows["geoseg --any-size"] = (rss, wall, evaluate(read_vectors(geoseg_out, "geoseg"), truth))
     rss, wall = peak_rss_mb([sys.executable, __file__, args.scene, args.truth, "--model", args.model,
                              "--tile-size", str(args.tile_size), "--overlap", str(args.overlap),
                              "--child-sahi", "--out", str(sahi_out)])  # fmt: skip
     rows["sahi"] = (rss, wall, evaluate(read_vectors(sahi_out, "sahi"), truth))
     print(f"scene {args.scene}, model {args.model}, tile {args.tile_size}, overlap {args.overlap}")
     for name, (rss, wall, r) in rows.items():
-        print(f"{name:>7}: F1 {r['f1']:.3f}  P {r['precision']:.3f}  R {r['recall']:.3f}  duplicates "
+        print(f"{name:>17}: F1 {r['f1']:.3f}  P {r['precision']:.3f}  R {r['recall']:.3f}  duplicates "
               f"{r['duplicates']}  seam splits {r['seam_splits']}  mean IoU {r['mean_iou']}  "
               f"peak RSS {rss:.0f} MB  wall {wall:.1f} s")  # fmt: skip
     g, s = rows["geoseg"], rows["sahi"]

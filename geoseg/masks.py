@@ -115,11 +115,7 @@ class MaskWriter:
                 self._ds.write(block[None], window=Window(c0, r0, w, h))
 
             return write_tiff
-        target = self._array
-        if self.volume:
-            sel: list = [slice(None)] * 3
-            sel[self.axis] = int(index)
-            target = self._array[tuple(sel)]
+        target = self._image(index)
 
         def write_array(r0: int, c0: int, block: np.ndarray) -> None:
             h, w = block.shape
@@ -135,9 +131,9 @@ class MaskWriter:
 
         def erase(regions) -> None:
             for polygon, label in regions:
-                x0, y0, x1, y1 = (int(math.floor(v)) if k < 2 else int(math.ceil(v))
-                                  for k, v in enumerate(polygon.bounds))  # fmt: skip
-                h, w = y1 - y0, x1 - x0
+                left, top, right, bottom = polygon.bounds
+                x0, y0 = math.floor(left), math.floor(top)
+                h, w = math.ceil(bottom) - y0, math.ceil(right) - x0
                 if h <= 0 or w <= 0:
                     continue
                 block = read(y0, x0, h, w)
@@ -148,15 +144,24 @@ class MaskWriter:
 
         return erase
 
+    def sinks(self, index: int | None = None) -> dict:
+        """``mask`` and ``erase`` callables of one image, as :func:`geoseg.blend.predict_blended`
+        takes them."""
+        return {"mask": self.writer(index), "erase": self.eraser(index)}
+
     def _reader(self, index: int | None):
         if self._ds is not None:
             return lambda r0, c0, h, w: self._ds.read(1, window=Window(c0, r0, w, h))
-        target = self._array
-        if self.volume:
-            sel: list = [slice(None)] * 3
-            sel[self.axis] = int(index)
-            target = self._array[tuple(sel)]
+        target = self._image(index)
         return lambda r0, c0, h, w: target[r0 : r0 + h, c0 : c0 + w].copy()
+
+    def _image(self, index: int | None) -> np.ndarray:
+        """The in-memory array of one image: the whole array, or a view of slice ``index``."""
+        if not self.volume:
+            return self._array
+        sel: list = [slice(None)] * 3
+        sel[self.axis] = int(index)
+        return self._array[tuple(sel)]
 
     def commit(self) -> None:
         try:

@@ -13,6 +13,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import geopandas as gpd
 import numpy as np
@@ -20,7 +21,7 @@ import pandas as pd
 
 from geoseg.blend import predict_blended
 from geoseg.errors import SceneError
-from geoseg.masks import MaskWriter, check_mask_path
+from geoseg.masks import MaskWriter
 from geoseg.pipeline import PredictOptions, SceneResult
 from geoseg.scene import NoCRSWarning, SceneRef
 from geoseg.segmenter import ModelSpec
@@ -66,32 +67,23 @@ def predict_semantic(
     bad = [k for k in chosen if not 0 <= k < count]
     if bad:
         raise SceneError(f"scene '{ref.path}': slice {bad[0]} does not exist (it has {count})")
-    if mask_path is not None:
-        check_mask_path(mask_path, volume=volume, overwrite=overwrite)
     writer = None
     if mask_path is not None:
         writer = MaskWriter(mask_path, shape if volume else (height, width), axis=vol_axis, nifti=nifti,
                             overwrite=overwrite)  # fmt: skip
     frames, stats = [], []
-    try:
+    with writer or nullcontext():  # the mask appears only if every slice succeeds
         for done, k in enumerate(chosen, 1):
             one = SliceRef(ref.path, ref.bands, None, k if volume else None, axis, hu_window)
-            sink = writer.writer(k if volume else None) if writer is not None else None
-            erase = writer.eraser(k if volume else None) if writer is not None else None
-            result = predict_blended(one, model, opts, blend=blend, mask=sink, erase=erase,
-                                     scheduler=scheduler, progress=None if volume else progress)  # fmt: skip
+            sinks = writer.sinks(k if volume else None) if writer is not None else {}
+            result = predict_blended(one, model, opts, blend=blend, scheduler=scheduler,
+                                     progress=None if volume else progress, **sinks)  # fmt: skip
             if volume:
                 result.features.insert(1, "slice", np.int32(k))
                 if progress:
                     progress(done, len(chosen))
             frames.append(result.features)
             stats.append(result.stats)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is not None:
-        writer.commit()
     features = _concat(frames)
     total = {
         "scene": ref.path,
@@ -123,16 +115,11 @@ def _predict_raster(ref, model, opts, blend, mask_path, overwrite, progress, sch
     writer = None
     if mask_path is not None:
         writer = MaskWriter(mask_path, (height, width), crs=crs, transform=transform, overwrite=overwrite)
-    try:
-        result = predict_blended(ref, model, opts, blend=blend, scheduler=scheduler, progress=progress,
-                                 mask=writer.writer() if writer is not None else None,
-                                 erase=writer.eraser() if writer is not None else None)  # fmt: skip
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    if writer is not None:
-        writer.commit()
+    with writer or nullcontext():
+        sinks = writer.sinks() if writer is not None else {}
+        result = predict_blended(
+            ref, model, opts, blend=blend, scheduler=scheduler, progress=progress, **sinks
+        )
     result.stats.update(pixel_space=pixel_space, mask=None if mask_path is None else str(mask_path))
     return result
 

@@ -2,7 +2,10 @@
 
 Each object is measured in a local azimuthal equidistant projection centred on it (built straight
 from the scene CRS, so it works for any CRS, across the antimeridian, and for rotated rasters):
-the oriented minimum rectangle gives length (long side) and beam (short side); the heading is the
+the oriented minimum rectangle gives the axis and the length (its long side); the beam is the median
+width of cross-sections through the middle half of the length (the parallel midbody). The
+rectangle's short side would overstate it: the outline of a raster mask is a staircase whose
+corners stick out of the hull on a diagonal, by up to a pixel on each side. The heading is the
 azimuth of the long axis, clockwise from true north, pointing to the bow. The bow is the narrower
 end: a tanker's hull tapers to a point there while the stern is square.
 """
@@ -31,6 +34,22 @@ def _bow_sign(poly: shapely.Geometry, centre: np.ndarray, axis: np.ndarray, leng
         return shapely.intersection(poly, box).area
 
     return 1.0 if slab(1.0) <= slab(-1.0) else -1.0
+
+
+#: cross-sections for the beam: this many, evenly over the middle half of the length
+_SECTIONS = 21
+
+
+def _midbody_beam(
+    poly: shapely.Geometry, centre: np.ndarray, axis: np.ndarray, length: float, width: float
+) -> float:
+    """Median width of ``poly`` across ``axis`` over the middle half of its length."""
+    normal = np.array([-axis[1], axis[0]])
+    at = centre + np.outer(np.linspace(-0.25, 0.25, _SECTIONS) * length, axis)
+    reach = normal * (2 * width + 1)
+    lines = shapely.linestrings(np.stack([at - reach, at + reach], axis=1))
+    widths = shapely.length(shapely.intersection(poly, lines))
+    return float(np.median(widths)) if widths.max() > 0 else float(width)
 
 
 def ship_attributes(geoms: np.ndarray, crs) -> pd.DataFrame:
@@ -63,6 +82,7 @@ def ship_attributes(geoms: np.ndarray, crs) -> pd.DataFrame:
         axis = sides[k] / max(length, 1e-12)
         centre = rect.mean(axis=0)
         axis = axis * _bow_sign(gm, centre, axis, length)
+        beam = _midbody_beam(gm, centre, axis, length, beam)
         out["length_m"][i] = round(float(length), 2)
         out["beam_m"][i] = round(float(beam), 2)
         out["heading_deg"][i] = round(math.degrees(math.atan2(axis[0], axis[1])) % 360, 2)

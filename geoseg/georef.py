@@ -40,3 +40,15 @@ def geodesic_areas(lonlat_geoms: np.ndarray) -> np.ndarray:
     return np.array(
         [abs(_GEOD.geometry_area_perimeter(g)[0]) if g is not None else np.nan for g in lonlat_geoms]
     )
+
+
+def ground_sample_distance(transform: Affine, crs, width: int, height: int) -> float:
+    """Ground sample distance in metres at the centre of a raster: the geometric mean of the ground
+    lengths of one pixel step along a row and along a column (any CRS, rotated transforms too)."""
+    col, row = width / 2, height / 2
+    pts = np.array([transform * (col, row), transform * (col + 1, row), transform * (col, row + 1)])
+    lon, lat = Transformer.from_crs(CRS.from_user_input(crs), 4326, always_xy=True).transform(
+        pts[:, 0], pts[:, 1]
+    )
+    _, _, dist = _GEOD.inv([lon[0], lon[0]], [lat[0], lat[0]], lon[1:], lat[1:])
+    return float(np.sqrt(dist[0] * dist[1]))

@@ -68,6 +68,8 @@ SCHEMA = (
                     "mask_threshold": (_FLOAT, False),
                     "min_area": (_FLOAT, False),
                     "any_size": (_BOOL, False),
+                    "gsd": (("number|word", ("native",)), False),
+                    "rotated_view": (_BOOL, False),
                 },
             ),
             False,
@@ -133,6 +135,8 @@ class Job:
     mask_threshold: float = 0.5
     min_area: float | None = None
     any_size: bool = False
+    gsd: float | None = None  # 0: the scene's own grid (see PredictOptions)
+    rotated_view: bool | None = None
     out_dir: str = ""
     scene_format: str = "geojson"
     combined: str = "gpkg"
@@ -160,6 +164,10 @@ class Job:
         }
         if self.any_size:  # (absent when off, so that older manifests keep their hash)
             params["any_size"] = True
+        if self.gsd is not None:
+            params["gsd"] = self.gsd
+        if self.rotated_view is not None:
+            params["rotated_view"] = self.rotated_view
         return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -250,6 +258,13 @@ def _check(value: Any, schema, key: str, lines: dict, path: Path) -> None:
         if not items or not all(isinstance(v, str) and v for v in items):
             raise JobError(f"{where}'{key}' must be a string or a list of strings")
         return
+    if isinstance(schema, tuple) and schema and schema[0] == "number|word":
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and value > 0) and value not in schema[1]:
+            raise JobError(
+                f"{where}'{key}' must be a number > 0 or one of {', '.join(schema[1])} (got {value!r})"
+            )
+        return
     if isinstance(schema, tuple) and schema and schema[0] == "dict":
         if not isinstance(value, dict):
             raise JobError(f"{where}'{key}' must be a mapping")
@@ -332,6 +347,8 @@ def _build(data: dict, path: Path, lines: dict) -> Job:
         mask_threshold=float(predict.get("mask_threshold", 0.5)),
         min_area=None if predict.get("min_area") is None else float(predict["min_area"]),
         any_size=bool(predict.get("any_size", False)),
+        gsd=None if "gsd" not in predict else (0.0 if predict["gsd"] == "native" else float(predict["gsd"])),
+        rotated_view=predict.get("rotated_view"),
         out_dir=absolute(outputs["dir"]),
         scene_format=outputs.get("scene_format", "geojson"),
         combined=outputs.get("combined", "gpkg"),

@@ -6,18 +6,29 @@ every tile it touches, or (d) a few pixels from another object. Two parts from d
 are linked when
 
 - they are the same object seen twice: IoU >= ``iou_threshold``; or
-- at least one is cut by its tile's edge and, inside the strip the two windows share, either
+- at least one is cut by its tile's edge (or ends near it), and, inside the strip the two windows
+  share, either
   their intersection covers at least ``ios_threshold`` of the smaller one's share of the strip,
   or the two agree exactly there (each connected piece of one inside the strip lies wholly inside
   or wholly outside the other, as when both tiles saw the same pixels); or
 - the windows only abut (no overlap) and the two parts share a stretch of the seam line: their
   pixels are 4-adjacent across it.
 
+A part that ends near an edge of its tile without touching it (a soft mask often stops 8-20 px
+short of the edge that cuts the object) counts as cut there when a part linked to it, from another
+tile, goes on past that edge: that tile saw the object continue. Otherwise it is whole: an object
+that ends near a tile edge is not taken apart because of it.
+
 Linked parts form groups (connected components). A group with a part that no tile edge cuts is
 that object, seen whole: the best such part is kept (and any other whole part that is clearly a
 different object stays an object of its own). A group whose parts are all cut is assembled from
 what each tile owns (its core), plus anything that lies outside those cores. Parts of different
 classes are never linked.
+
+Last, an object that lies almost wholly (80 %) inside a better-scored object of its class is a
+second, partial detection of that object by a neighbouring tile (within one tile,
+:func:`geoseg.vectorize.suppress_fragments` already removed these), and is dropped. A better-scored
+object inside a worse one stays: it is more often a hull inside a mask that ran over two hulls.
 
 Semantic pieces (:func:`dissolve_semantic`) come from disjoint tile cores, so they are dissolved
 per class; pieces that share an edge become one polygon.
@@ -26,7 +37,7 @@ per class; pieces that share an edge become one polygon.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import shapely
@@ -34,7 +45,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geoseg.tiling import Tile
-from geoseg.vectorize import InstancePart, SemanticPiece
+from geoseg.vectorize import BOTTOM, LEFT, RIGHT, TOP, InstancePart, SemanticPiece
 
 
 @dataclass
@@ -80,6 +91,7 @@ def link_parts(
     tile_ids = np.array([p.tile for p in parts])
     labels = np.array([p.label for p in parts])
     cut = np.array([p.cut for p in parts], dtype=bool)
+    near = np.array([p.near for p in parts]) > 0
     tree = shapely.STRtree(geoms)
     a, b = tree.query(geoms, predicate="intersects")
     sel = (a < b) & (tile_ids[a] != tile_ids[b]) & (labels[a] == labels[b])
@@ -98,7 +110,7 @@ def link_parts(
          np.minimum(wa[:, 2], wb[:, 2]), np.minimum(wa[:, 3], wb[:, 3])]
     )  # fmt: skip
     sw, sh = strip[:, 2] - strip[:, 0], strip[:, 3] - strip[:, 1]
-    either_cut = cut[a] | cut[b]
+    either_cut = cut[a] | cut[b] | near[a] | near[b]
 
     # Windows overlap: compare the parts inside the shared strip.
     m = ~link & either_cut & (sw > 0) & (sh > 0) & (inter_area > 0)
@@ -119,6 +131,33 @@ def link_parts(
         seams = shapely.linestrings(np.stack([strip[m][:, [0, 1]], strip[m][:, [2, 3]]], axis=1))
         link[m] = shapely.length(shapely.intersection(inter[m], seams)) > 0
     return a[link], b[link]
+
+
+def confirm_cuts(
+    parts: Sequence[InstancePart],
+    tiles: Mapping[int, Tile],
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    beyond: float = 2.0,
+) -> list[InstancePart]:
+    """``parts``, where each part that ends near an edge of its tile is marked cut if a part linked
+    to it (pairs ``a``, ``b``) reaches more than ``beyond`` pixels past that edge."""
+    parts = list(parts)
+    for i, j in ((int(x), int(y)) for pair in zip(a, b, strict=True) for x, y in (pair, pair[::-1])):
+        p = parts[i]
+        if not p.near or p.cut:
+            continue
+        r0, c0, r1, c1 = tiles[p.tile].bounds
+        x0, y0, x1, y1 = parts[j].geometry.bounds
+        if (
+            (p.near & TOP and y0 < r0 - beyond)
+            or (p.near & LEFT and x0 < c0 - beyond)
+            or (p.near & BOTTOM and y1 > r1 + beyond)
+            or (p.near & RIGHT and x1 > c1 + beyond)
+        ):
+            parts[i] = replace(p, cut=True)
+    return parts
 
 
 def _clean_overlap(g1: shapely.Geometry, g2: shapely.Geometry, strip: shapely.Geometry) -> bool:
@@ -144,6 +183,7 @@ def merge_instances(
     if n == 0:
         return []
     a, b = link_parts(parts, tiles, iou_threshold=iou_threshold, ios_threshold=ios_threshold)
+    parts = confirm_cuts(parts, tiles, a, b)
     graph = coo_matrix((np.ones(a.size), (a, b)), shape=(n, n))
     _, group = connected_components(graph, directed=False)
     order = np.argsort(group, kind="stable")
@@ -151,7 +191,34 @@ def merge_instances(
     merged: list[MergedObject] = []
     for members in np.split(order, bounds):
         merged.extend(_merge_group([parts[i] for i in members], tiles, iou_threshold))
-    return merged
+    return drop_contained(merged)
+
+
+def drop_contained(objects: list[MergedObject], *, ios_threshold: float = 0.8) -> list[MergedObject]:
+    """Drop each object lying ``ios_threshold`` of its area or more inside a better-scored (then
+    larger) object of the same class; the order of the others is kept."""
+    if len(objects) < 2:
+        return objects
+    geoms = np.array([o.geometry for o in objects], dtype=object)
+    areas = shapely.area(geoms)
+    a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    labels = np.array([o.label for o in objects])
+    sel = (a != b) & (labels[a] == labels[b])
+    a, b = a[sel], b[sel]
+    if a.size == 0:
+        return objects
+    inside = shapely.area(shapely.intersection(geoms[a], geoms[b]))
+    rank = {
+        int(i): r
+        for r, i in enumerate(sorted(range(len(objects)), key=lambda i: (-objects[i].score, -areas[i])))
+    }
+    dropped: set[int] = set()
+    # most-trusted first, so that a dropped object never causes another drop
+    for k in sorted(range(a.size), key=lambda k: rank[int(b[k])]):
+        i, j = int(a[k]), int(b[k])
+        if rank[j] < rank[i] and j not in dropped and inside[k] >= ios_threshold * areas[i]:
+            dropped.add(i)
+    return [o for n, o in enumerate(objects) if n not in dropped]
 
 
 def _merge_group(

@@ -16,7 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import dask
 import dask.local
@@ -50,6 +50,14 @@ class PredictOptions:
     mask_threshold: float = 0.5
     min_area: float | None = None  # pixels, on merged objects; None: the model's own (else 0)
     object_limits: bool = True  # drop objects outside the checkpoint's object_limits (sizes)
+    # metres per pixel to read the scene at; None: the model's max_gsd, for scenes coarser than
+    # that; 0: the scene's own grid
+    gsd: float | None = None
+    rotated_view: bool | None = None  # also see tiles turned 45 degrees; None: the model's setting
+    # a part ending within this many pixels of a tile edge that cuts the scene may go on beyond it
+    # (a soft mask often stops short of the edge): it counts as cut when a neighbouring tile sees
+    # the object continue past that edge. None: a quarter of the overlap, at least 4
+    edge_margin: int | None = None
     iou_threshold: float = 0.5
     ios_threshold: float = 0.5
     workers: int = 1
@@ -145,7 +153,10 @@ def _run_batch(
     if not todo:
         return result
     t0 = time.perf_counter()
-    preds = seg.predict(batch)
+    if opts.rotated_view is None:
+        preds = seg.predict(batch)
+    else:
+        preds = seg.predict(batch, rotated_view=opts.rotated_view)
     result.model_seconds = time.perf_counter() - t0
     result.tiles_run = len(todo)
     with gdal_env():  # one GDAL environment for all the polygonising below, not one per mask
@@ -185,6 +196,7 @@ def _vectorize(
                     tile,
                     score_threshold=opts.score_threshold,
                     mask_threshold=opts.mask_threshold,
+                    near_margin=opts.edge_margin,
                 )
             )
         else:
@@ -228,10 +240,16 @@ def predict_scene(
         with ref.open() as sc:  # a checkpoint knows its bands: use them unless told otherwise
             if sc.count != seg.in_channels and max(trained_bands) <= sc.count:
                 ref = SceneRef(ref.path, tuple(trained_bands), ref.crs)
+    ref = resolve_gsd(ref, seg, opts)
+    if opts.rotated_view is not None and getattr(seg, "rotated_view", None) is None:
+        raise ModelError(f"model '{model.name}': has no rotated view (a Mask R-CNN checkpoint has)")
     with ref.open() as sc:
         check_bands(sc, seg, model)
         grid = make_grid(sc, seg, opts)
+        if opts.edge_margin is None:
+            opts = replace(opts, edge_margin=max(4, grid.overlap // 4))
         meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
+        gsd = {"native_gsd_m": sc.native_gsd, "gsd_m": sc.gsd if sc.gsd is not None else sc.native_gsd}
         ref = sc.ref
     tiles = grid.tiles()
     batches = [tiles[i : i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
@@ -256,6 +274,7 @@ def predict_scene(
         "height": grid.height,
         "tile_size": grid.size,
         "overlap": grid.overlap,
+        **{k: round(v, 4) if v is not None else None for k, v in gsd.items()},
         "tiles": len(tiles),
         "tiles_run": sum(r.tiles_run for r in results),
         "tiles_skipped": sum(r.tiles_skipped for r in results),
@@ -266,6 +285,28 @@ def predict_scene(
         "seconds": time.perf_counter() - started,
     }
     return SceneResult(features, stats)
+
+
+def resolve_gsd(ref: SceneRef, seg: Segmenter, opts: PredictOptions) -> SceneRef:
+    """The scene as the model should see it: resampled to ``opts.gsd``; by default (None) to the
+    checkpoint's ``max_gsd`` when the scene is coarser than that (a finer scene is read as it is);
+    ``opts.gsd == 0`` keeps the scene's own grid."""
+    if opts.gsd == 0:
+        return replace(ref, gsd=None)
+    if opts.gsd is not None:
+        if seg.task != "instance":
+            raise ModelError(
+                "resampling (--gsd) is for instance models: semantic masks keep the scene's grid"
+            )
+        return replace(ref, gsd=float(opts.gsd))
+    ceiling = (getattr(seg, "metadata", None) or {}).get("max_gsd")
+    if not ceiling or seg.task != "instance":
+        return ref
+    with ref.open() as sc:
+        native = sc.native_gsd
+    if native is None or native <= float(ceiling) * 1.01:  # within 1 %: the same grid
+        return ref
+    return replace(ref, gsd=float(ceiling))
 
 
 def apply_object_limits(features: gpd.GeoDataFrame, seg: Segmenter, opts: PredictOptions):

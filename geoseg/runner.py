@@ -280,6 +280,8 @@ def run_job(
                 mask_threshold=job.mask_threshold,
                 min_area=job.min_area,
                 object_limits=not job.any_size,
+                gsd=job.gsd,
+                rotated_view=job.rotated_view,
                 workers=local_workers,
             )
             for n, step in enumerate(steps, 1):

@@ -16,6 +16,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -39,18 +40,24 @@ class SceneRef:
         1-based band indexes to read, in order; None reads every band.
     crs
         A CRS to assign when the raster has none (like ``gdal_translate -a_srs``).
+    gsd
+        Read the scene resampled (bilinear) to this ground sample distance in metres; None reads
+        it on its own grid.
     """
 
     path: str
     bands: tuple[int, ...] | None = None
     crs: str | None = None
+    gsd: float | None = None
 
     def open(self) -> Scene:
         if _is_slice_file(self.path):  # NumPy, DICOM, NIfTI: see geoseg.slices
+            if self.gsd is not None:
+                raise SceneError(f"scene '{self.path}': a slice has no ground sample distance to resample")
             from geoseg.slices import SliceScene
 
             return SliceScene(self.path, bands=self.bands)
-        return Scene(self.path, bands=self.bands, crs=self.crs)
+        return Scene(self.path, bands=self.bands, crs=self.crs, gsd=self.gsd)
 
 
 @dataclass
@@ -58,13 +65,20 @@ class Scene:
     """An open raster scene. Use as a context manager, or call :meth:`close`.
 
     Attributes: ``width``, ``height``, ``count`` (selected bands), ``bands`` (1-based indexes),
-    ``crs`` (``rasterio.crs.CRS`` or None), ``transform`` (``affine.Affine``), ``name``.
+    ``crs`` (``rasterio.crs.CRS`` or None), ``transform`` (``affine.Affine``), ``name``,
+    ``native_gsd`` (metres; None without a CRS).
+
+    With ``gsd``, the scene is seen on a grid of that ground sample distance (same CRS, origin and
+    orientation): width, height and transform are the grid's, and each window is read from the
+    matching fractional window of the raster, resampled bilinearly by GDAL as it is read.
     """
 
     path: str
     bands: Sequence[int] | None = None
     crs: CRS | str | None = None
+    gsd: float | None = None
     _ds: rasterio.io.DatasetReader | None = field(default=None, init=False, repr=False)
+    _grid: tuple[int, int, Affine] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.path = str(self.path)
@@ -83,8 +97,10 @@ class Scene:
         self._ds = ds
         try:
             self._validate(ds)
+            if self.gsd is not None:
+                self._resample(float(self.gsd))
         except SceneError:
-            ds.close()
+            self.close()
             raise
 
     def _validate(self, ds) -> None:
@@ -112,14 +128,44 @@ class Scene:
                 stacklevel=3,
             )
 
+    def _resample(self, gsd: float) -> None:
+        native = self.native_gsd
+        if native is None:
+            raise SceneError(
+                f"scene '{self.path}': has no CRS, so it has no ground sample distance to resample"
+            )
+        if not gsd > 0:
+            raise SceneError(f"scene '{self.path}': cannot resample to a ground sample distance of {gsd} m")
+        factor = native / gsd
+        if abs(factor - 1) < 1e-6:
+            return
+        ds = self._ds
+        width, height = max(1, round(ds.width * factor)), max(1, round(ds.height * factor))
+        if width * height > MAX_PIXELS:
+            raise SceneError(
+                f"scene '{self.path}': {width} x {height} pixels at {gsd:g} m exceeds the limit of "
+                f"{MAX_PIXELS} (GEOSEG_MAX_PIXELS)"
+            )
+        self._grid = (width, height, ds.transform * Affine.scale(ds.width / width, ds.height / height))
+
     # -- metadata ---------------------------------------------------------------------------
     @property
+    def native_gsd(self) -> float | None:
+        """Ground sample distance of the raster's own grid in metres, at its centre."""
+        if self.crs is None:
+            return None
+        from geoseg.georef import ground_sample_distance
+
+        ds = self._ds
+        return ground_sample_distance(ds.transform, self.crs, ds.width, ds.height)
+
+    @property
     def width(self) -> int:
-        return self._ds.width
+        return self._grid[0] if self._grid else self._ds.width
 
     @property
     def height(self) -> int:
-        return self._ds.height
+        return self._grid[1] if self._grid else self._ds.height
 
     @property
     def count(self) -> int:
@@ -127,7 +173,7 @@ class Scene:
 
     @property
     def transform(self) -> Affine:
-        return self._ds.transform
+        return self._grid[2] if self._grid else self._ds.transform
 
     @property
     def pixel_space(self) -> bool:
@@ -143,20 +189,32 @@ class Scene:
     @property
     def ref(self) -> SceneRef:
         crs = self.crs.to_wkt() if (self.crs is not None and self._ds.crs != self.crs) else None
-        return SceneRef(self.path, tuple(self.bands), crs)
+        return SceneRef(self.path, tuple(self.bands), crs, self.gsd)
 
     # -- reading ----------------------------------------------------------------------------
     def read(self, window: Window) -> np.ndarray:
         """Read ``window`` as float32 ``(C, h, w)``; nodata, masked and NaN pixels become NaN."""
         try:
             with gdal_env():
-                data = self._ds.read(self.bands, window=window, masked=True)
+                if self._grid is None:
+                    data = self._ds.read(self.bands, window=window, masked=True)
+                else:
+                    data = self._read_resampled(window)
         except RasterioError as exc:
             raise SceneError(
                 f"scene '{self.path}': cannot read window at row {int(window.row_off)}, "
                 f"col {int(window.col_off)} ({_one_line(exc)})"
             ) from exc
         return np.ma.filled(data.astype(np.float32, copy=False), np.nan)
+
+    def _read_resampled(self, window: Window) -> np.ma.MaskedArray:
+        ds, (width, height, _) = self._ds, self._grid
+        fx, fy = ds.width / width, ds.height / height
+        col, row = window.col_off * fx, window.row_off * fy
+        w, h = min(window.width * fx, ds.width - col), min(window.height * fy, ds.height - row)
+        src = Window(col, row, w, h)
+        shape = (len(self.bands), int(window.height), int(window.width))
+        return ds.read(self.bands, window=src, out_shape=shape, resampling=Resampling.bilinear, masked=True)
 
     def close(self) -> None:
         if self._ds is not None:
@@ -171,10 +229,14 @@ class Scene:
 
 
 def open_scene(
-    path: str | os.PathLike, *, bands: Sequence[int] | None = None, crs: str | None = None
+    path: str | os.PathLike,
+    *,
+    bands: Sequence[int] | None = None,
+    crs: str | None = None,
+    gsd: float | None = None,
 ) -> Scene:
     """Open a raster scene (or a NumPy, DICOM or NIfTI slice) for windowed reading (see :class:`Scene`)."""
-    return SceneRef(str(path), tuple(bands) if bands else None, crs).open()
+    return SceneRef(str(path), tuple(bands) if bands else None, crs, gsd).open()
 
 
 def _is_slice_file(path: str) -> bool:

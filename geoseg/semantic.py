@@ -74,7 +74,7 @@ def predict_semantic(
     frames, stats = [], []
     with writer or nullcontext():  # the mask appears only if every slice succeeds
         for done, k in enumerate(chosen, 1):
-            one = SliceRef(ref.path, ref.bands, None, k if volume else None, axis, hu_window)
+            one = SliceRef(ref.path, ref.bands, index=k if volume else None, axis=axis, hu_window=hu_window)
             sinks = writer.sinks(k if volume else None) if writer is not None else {}
             result = predict_blended(one, model, opts, blend=blend, scheduler=scheduler,
                                      progress=None if volume else progress, **sinks)  # fmt: skip

@@ -303,7 +303,9 @@ class SliceScene:
 
     @property
     def ref(self) -> SliceRef:
-        return SliceRef(self.path, tuple(self.bands), None, self.index, self.axis, self.hu_window)
+        return SliceRef(
+            self.path, tuple(self.bands), index=self.index, axis=self.axis, hu_window=self.hu_window
+        )
 
     # -- reading ----------------------------------------------------------------------------
     def read(self, window: Window) -> np.ndarray:

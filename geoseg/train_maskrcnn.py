@@ -41,6 +41,10 @@ class TrainOptions:
     focus: float = 0.5  # share of chips centred on a labelled object; the rest are uniform
     hard_negatives: float = 0.0  # share of chips drawn from windows where the model saw false objects
     mining_chips: int = 32  # uniform windows scanned for false objects at each validation
+    # recorded for inference: scenes coarser than max_gsd metres are resampled to it before the
+    # model sees them; rotated_view turns on the 45-degree second view (see geoseg.models.maskrcnn)
+    max_gsd: float | None = None
+    rotated_view: bool = False
 
 
 @dataclass
@@ -197,6 +201,8 @@ def train_maskrcnn(
         "overlap": opts.chip_size // 2,
         # the sizes of the training objects (plus 20 %): predictions outside are dropped by default
         "object_limits": size_limits(scenes),
+        **({"max_gsd": float(opts.max_gsd)} if opts.max_gsd else {}),
+        **({"rotated_view": True} if opts.rotated_view else {}),
         "training": {
             "command": command or " ".join(sys.argv),
             "data_fingerprint": fingerprint(train + val),

@@ -34,6 +34,12 @@ class InstancePart:
     tile: int
     cut: bool
     area_px: float
+    # edges (TOP | LEFT | BOTTOM | RIGHT) that cut the scene and that the part ends near without
+    # touching: it may go on beyond them (see geoseg.merge)
+    near: int = 0
+
+
+TOP, LEFT, BOTTOM, RIGHT = 1, 2, 4, 8
 
 
 @dataclass
@@ -93,6 +99,7 @@ def instance_parts(
     min_area: float = 0,
     fragment_ios: float = 0.6,
     edge_margin: int = 4,
+    near_margin: int | None = None,
 ) -> list[InstancePart]:
     """Polygons of one tile's instance prediction (only the part inside the tile's window), with
     partial duplicates inside a better detection removed (see :func:`suppress_fragments`)."""
@@ -125,16 +132,18 @@ def instance_parts(
             continue
         gx0, gy0, gx1, gy1 = geom.bounds
         top, left, bottom, right = tile.cut
-        # a model's soft mask often stops a pixel or two short of the tile edge that cuts the
-        # object: within edge_margin of a cut edge counts as cut
-        m = edge_margin
-        cut = (
-            (top and gy0 <= r_off + m)
-            or (left and gx0 <= c_off + m)
-            or (bottom and gy1 >= r_off + h - m)
-            or (right and gx1 >= c_off + w - m)
-        )
-        out.append(InstancePart(geom, float(scores[k]), int(labels[k]), tile.index, bool(cut), geom.area))
+        # distance from each edge that cuts the scene (inf for the scene's own edges)
+        gaps = np.array(
+            [gy0 - r_off if top else np.inf, gx0 - c_off if left else np.inf,
+             r_off + h - gy1 if bottom else np.inf, c_off + w - gx1 if right else np.inf]
+        )  # fmt: skip
+        # a soft mask often stops a pixel or two short of the tile edge that cuts the object:
+        # within edge_margin counts as cut. It can also stop further short (8-20 px for a hull at
+        # 1.5 m): within near_margin the part is only near the edge, and the merge decides
+        cut = bool((gaps <= edge_margin).any())
+        near_by = (gaps <= (edge_margin if near_margin is None else near_margin)) & ~(gaps <= edge_margin)
+        near = int(np.dot(near_by, [TOP, LEFT, BOTTOM, RIGHT]))
+        out.append(InstancePart(geom, float(scores[k]), int(labels[k]), tile.index, cut, geom.area, near))
     return suppress_fragments(out, ios_threshold=fragment_ios)
 
 

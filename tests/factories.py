@@ -22,3 +22,28 @@ def pointwise_torch(in_channels: int = 1, num_classes: int = 2, seed: int = 0) -
         std=[50.0] * in_channels,
         device="cpu",
     )
+
+
+def threshold_with_max_gsd(max_gsd: float = 1.0, threshold: float = 100) -> object:
+    """The threshold instance model with a checkpoint-like ``max_gsd`` in its metadata."""
+    from geoseg.plugins import ThresholdInstances
+
+    seg = ThresholdInstances(threshold=threshold)
+    seg.metadata = {"max_gsd": float(max_gsd)}
+    return seg
+
+
+def short_of_edges(stop: int = 12, threshold: float = 100) -> object:
+    """The threshold instance model, but its masks stop ``stop`` pixels short of every tile edge,
+    as a soft mask of an object cut by the tile often does."""
+    from geoseg.plugins import ThresholdInstances
+
+    class ShortOfEdges(ThresholdInstances):
+        def predict(self, tiles):
+            out = super().predict(tiles)
+            for pred in out:
+                m = pred["masks"]
+                m[:, :stop], m[:, -stop:], m[:, :, :stop], m[:, :, -stop:] = False, False, False, False
+            return out
+
+    return ShortOfEdges(threshold=threshold)

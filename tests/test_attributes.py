@@ -64,3 +64,25 @@ def test_heading_points_to_the_bow_on_a_north_up_scene():
 def test_no_crs_gives_nulls():
     got = ship_attributes(np.array([shapely.box(0, 0, 10, 2)], dtype=object), None)
     assert got.isna().all().all()
+
+
+def test_beam_of_a_raster_outline_is_not_widened_by_its_staircase():
+    """Outlines polygonised from pixels step along a diagonal hull: the oriented rectangle around
+    them is up to a pixel too wide on each side. The midbody beam is not."""
+    from rasterio.features import rasterize
+
+    from geoseg.vectorize import mask_to_geometry
+
+    transform = from_origin(400000, 5600000, 2.0, 2.0)  # 2 m pixels: a 30 m beam is 15 px
+    beams, envelopes = [], []
+    for k, heading in enumerate((30.0, 45.0, 60.0, 135.0)):
+        t = Tanker(150 + 0.3 * k, 150 + 0.7 * k, 120, 15, heading, 0, False, -1)  # pixels
+        mask = rasterize([t.hull()], out_shape=(300, 300)).astype(bool)
+        outline = mask_to_geometry(mask, 0, 0, largest=True)
+        geom = pixel_to_crs(np.array([outline], dtype=object), transform)
+        beams.append(ship_attributes(geom, "EPSG:32631")["beam_m"].iloc[0])
+        rect = np.array(shapely.oriented_envelope(geom[0]).exterior.coords)
+        envelopes.append(np.sort(np.hypot(*np.diff(rect, axis=0)[:2].T))[0])
+    truth = 30 * 0.9996  # the UTM scale factor near the central meridian is below 1
+    assert np.abs(np.array(beams) - truth).max() < 0.06 * truth
+    assert np.median(envelopes) > 1.05 * truth  # what the rectangle alone would say

@@ -87,6 +87,44 @@ def test_two_close_objects_each_seen_whole_stay_two():
     assert len(merged) == 2
 
 
+def test_partial_second_detection_from_another_tile_is_dropped():
+    tiles = _two_tiles()
+    hull = shapely.box(82, 30, 95, 90)  # seen whole in tile 1
+    piece = shapely.box(83, 60, 94, 89)  # tile 0 saw only its stern: IoU 0.4, wholly inside
+    beside = shapely.box(96, 30, 109, 90)  # a neighbour seen by tile 1: stays
+    merged = merge_instances(
+        [_part(hull, 1, False, 0.95), _part(piece, 0, False, 0.9), _part(beside, 1, False, 0.5)], tiles
+    )
+    assert sorted(m.geometry.bounds for m in merged) == sorted([hull.bounds, beside.bounds])
+    # a confident hull inside a doubtful mask over two hulls stays (so does the mask)
+    pair = shapely.box(82, 30, 109, 90)
+    merged = merge_instances([_part(pair, 1, False, 0.85), _part(hull, 0, False, 0.99)], tiles)
+    assert len(merged) == 2
+    # two views that overlap without one lying inside the other both stay
+    other = shapely.box(83, 10, 94, 50)  # 20 of its 40 rows inside the hull
+    merged = merge_instances([_part(hull, 1, False), _part(other, 0, False)], tiles)
+    assert len(merged) == 2
+
+
+def test_a_part_near_a_tile_edge_is_cut_only_if_another_tile_sees_the_object_go_on():
+    from geoseg.merge import confirm_cuts
+    from geoseg.vectorize import LEFT, RIGHT
+
+    tiles = _two_tiles()  # tile 0: cols 0..100, tile 1: cols 80..180
+    stops_short = InstancePart(shapely.box(50, 40, 90, 50), 0.9, 1, 0, False, 400.0, RIGHT)  # 10 px short
+    goes_on = _part(shapely.box(84, 40, 130, 50), 1, False)
+    ends_there = _part(shapely.box(60, 40, 88, 50), 1, False)  # another view, not past col 100
+    got = confirm_cuts([stops_short, goes_on, ends_there], tiles, np.array([0, 0]), np.array([1, 2]))
+    assert got[0].cut and not got[1].cut and not got[2].cut
+    got = confirm_cuts([stops_short, ends_there], tiles, np.array([0]), np.array([1]))
+    assert not got[0].cut  # near the edge, but nobody saw it continue: whole
+    left = InstancePart(shapely.box(92, 40, 130, 50), 0.9, 1, 1, False, 380.0, LEFT)  # 12 px from col 80
+    got = confirm_cuts(
+        [left, _part(shapely.box(40, 40, 99, 50), 0, True)], tiles, np.array([1]), np.array([0])
+    )
+    assert got[0].cut
+
+
 def test_cut_fragment_does_not_swallow_a_close_neighbour():
     tiles = {t.index: t for t in TileGrid(100, 180, size=100, overlap=20)}  # seam strip cols 80..100
     frag = shapely.box(60, 40, 100, 50)  # cut by tile 0's right edge

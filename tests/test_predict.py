@@ -173,3 +173,19 @@ def test_semantic_tiled_equals_whole(objects_scene):
 def test_workers_give_the_same_objects(objects_scene, whole):
     got = predict_scene(objects_scene, THRESHOLD, PredictOptions(tile_size=512, workers=2)).features
     assert len(got) == len(whole) and match_ious(whole, got).min() >= 0.99
+
+
+def test_masks_that_stop_short_of_the_tile_edge_still_join(tmp_path):
+    a = np.zeros((300, 600), np.uint8)
+    a[100:120, 150:330] = 200  # cut by tile 0 (cols 0..256) and tile 1 (cols 192..448)
+    path = write_raster(tmp_path / "bar.tif", a)
+    model = ModelSpec("tests.factories:short_of_edges", (("stop", 12),))
+    opts = PredictOptions(tile_size=256, overlap=64)  # default margin: a quarter of the overlap, 16
+    got = predict_scene(path, model, opts).features
+    assert len(got) == 1
+    assert got.geometry.iloc[0].equals(predict_scene(path, THRESHOLD, opts).features.geometry.iloc[0])
+    # with a margin under the shortfall, each tile's piece looks whole: two objects
+    assert (
+        len(predict_scene(path, model, PredictOptions(tile_size=256, overlap=64, edge_margin=4)).features)
+        == 2
+    )

@@ -208,6 +208,12 @@ INVALID = {
         BASE.replace("{glob: '*.tif'}", "{glob: '*.tif', list: l.txt}"),
         "'inputs[0]' needs exactly one of glob, list, stac",
     ),
+    "bad gsd": (
+        BASE + "predict:\n  gsd: fine\n",
+        "line 6: 'predict.gsd' must be a number > 0 or one of native",
+    ),
+    "negative gsd": (BASE + "predict:\n  gsd: -1\n", "'predict.gsd' must be a number > 0"),
+    "rotated view not a flag": (BASE + "predict:\n  rotated_view: 2\n", "'predict.rotated_view' must be"),
     "not a list": (
         BASE.replace("[{glob: '*.tif'}]", "scenes/*.tif"),
         "line 2: 'inputs' must be a non-empty list",
@@ -231,6 +237,25 @@ def test_invalid_jobs(tmp_path, case):
     assert r.output.count("\n") == 1  # one line
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing touched
     assert not (tmp_path / "pwned").exists()
+
+
+def test_gsd_and_rotated_view_job_keys(tmp_path):
+    from geoseg.jobs import load_job
+
+    write_raster(tmp_path / "s.tif", objects_array(64, 64))
+    base = BASE.replace("model: M", "model: geoseg.plugins:threshold_instances")
+    hashes = set()
+    for extra, gsd, rotated in [
+        ("", None, None),
+        ("predict:\n  gsd: native\n", 0.0, None),
+        ("predict:\n  gsd: 1.5\n", 1.5, None),
+        ("predict:\n  gsd: 2\n  rotated_view: true\n", 2.0, True),
+    ]:
+        (tmp_path / "job.yaml").write_text(base + extra)
+        job = load_job(tmp_path / "job.yaml")
+        assert (job.gsd, job.rotated_view) == (gsd, rotated)
+        hashes.add(job.params_hash())
+    assert len(hashes) == 4  # each setting is its own result set
 
 
 def test_stac_ids_cannot_escape_the_output_root(tmp_path):

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError
@@ -93,3 +94,60 @@ def test_no_crs_warns_and_crs_can_be_assigned(real_data):
         with open_scene(real_data / "rotated.tif", crs="EPSG:32618") as scene:
             assert scene.crs.to_epsg() == 32618
             assert scene.ref.crs is not None  # travels to workers
+
+
+def test_resampled_scene_is_a_finer_grid_over_the_same_ground(tmp_path):
+    # a smooth ramp: bilinear resampling must give the ramp again, on a grid of half the spacing
+    cols = np.arange(64, dtype=np.float32)
+    ramp = np.broadcast_to(cols, (48, 64)).copy()
+    ramp[:8, :8] = -1
+    path = write_raster(tmp_path / "ramp.tif", ramp, nodata=-1)  # 2 m pixels, UTM
+    with open_scene(path) as native:
+        assert native.native_gsd == pytest.approx(2.0, rel=1e-3)  # UTM scale factor near 0.9996
+        gsd, origin = native.native_gsd / 2, (native.transform.c, native.transform.f)
+    with open_scene(path, gsd=gsd) as fine:
+        assert (fine.width, fine.height) == (128, 96)
+        assert fine.transform.a == pytest.approx(1.0) and fine.transform.e == pytest.approx(-1.0)
+        assert (fine.transform.c, fine.transform.f) == origin
+        assert fine.native_gsd == pytest.approx(2.0, rel=1e-3) and fine.ref.gsd == gsd
+        data = fine.read(Window(40, 40, 60, 40))[0]
+        # fine pixel centre at column j lies at native column (j + 0.5) / 2 - 0.5
+        expect = (np.arange(40, 100) + 0.5) / 2 - 0.5
+        np.testing.assert_allclose(data, np.broadcast_to(expect, data.shape), atol=1e-3)
+        corner = fine.read(Window(0, 0, 12, 12))[0]
+        assert np.isnan(corner[:12, :12]).all()  # nodata stays nodata
+
+
+def test_resampled_rotated_and_geographic_scenes(real_data, tmp_path):
+    with open_scene(real_data / "rotated.tif", crs="EPSG:32633") as native:
+        gsd = native.native_gsd
+        rotation = native.transform.b / native.transform.a
+    with open_scene(real_data / "rotated.tif", crs="EPSG:32633", gsd=gsd / 2) as fine:
+        assert (fine.width, fine.height) == (20, 30)
+        assert fine.transform.b / fine.transform.a == pytest.approx(rotation)  # same orientation
+        assert not np.isnan(fine.read(Window(0, 0, 20, 30))).any()
+    # 1e-5 degrees of latitude are about 1.1 m
+    path = write_raster(
+        tmp_path / "ll.tif", np.ones((20, 20), np.uint8), crs="EPSG:4326",
+        transform=from_origin(10.0, 55.0, 1e-5 / np.cos(np.radians(55)), 1e-5),
+    )  # fmt: skip
+    with open_scene(path) as ll:
+        assert ll.native_gsd == pytest.approx(1.113, rel=0.01)
+
+
+def test_resampling_needs_a_crs_and_a_raster(real_data, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoCRSWarning)
+        with pytest.raises(SceneError, match="rotated.tif': has no CRS, so it has no ground sample"):
+            open_scene(real_data / "rotated.tif", gsd=1.0)
+    np.save(tmp_path / "slice.npy", np.zeros((8, 8), np.float32))
+    with pytest.raises(SceneError, match="slice.npy': a slice has no ground sample distance"):
+        open_scene(tmp_path / "slice.npy", gsd=1.0)
+
+
+def test_pixel_cap_applies_to_the_resampled_grid(tmp_path, monkeypatch):
+    path = write_raster(tmp_path / "small.tif", np.zeros((20, 20), np.uint8))
+    monkeypatch.setattr("geoseg.scene.MAX_PIXELS", 1000)
+    open_scene(path).close()
+    with pytest.raises(SceneError, match=r"80 x 80 pixels at 0.5 m exceeds the limit"):
+        open_scene(path, gsd=0.5)

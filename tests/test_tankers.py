@@ -34,11 +34,11 @@ def test_committed_model_on_an_unseen_scene(tmp_path, seed, gsd, crs):
     r = CliRunner().invoke(cli, ["eval", str(out), str(truth), "-o", str(report)])
     assert r.exit_code == 0, r.output
     rep = json.loads(report.read_text())
-    assert rep["f1"] >= 0.72, rep
-    # (a regression guard at today's numbers, not the target: the south scene has one second
-    # detection of a tanker inside an anchorage cluster)
-    assert rep["duplicates"] <= 1 and rep["seam_splits"] <= 1, rep
-    assert rep["median_length_error_pct"] <= 5 and rep["median_beam_error_pct"] <= 15, rep
+    # a regression guard a little under today's F1 (0.83 and 0.89 on these small scenes, which
+    # are mostly anchorage clusters); duplicates, seam splits and attribute errors at the targets
+    assert rep["f1"] >= 0.78, rep
+    assert rep["duplicates"] == 0 and rep["seam_splits"] == 0, rep
+    assert rep["median_length_error_pct"] <= 5 and rep["median_beam_error_pct"] <= 10, rep
     assert rep["median_heading_error_deg"] <= 2, rep
     props = json.loads(out.read_text())["features"][0]["properties"]
     assert {"length_m", "beam_m", "heading_deg", "score", "class", "model", "model_hash", "scene",

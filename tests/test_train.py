@@ -24,7 +24,7 @@ def data(tmp_path_factory):
     return d
 
 
-def train(d, out, seed=0):
+def train(d, out, seed=0, *extra):
     args = [
         "-q",
         "train",
@@ -51,6 +51,7 @@ def train(d, out, seed=0):
         str(seed),
         "-o",
         str(out),
+        *extra,
     ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
@@ -60,7 +61,7 @@ def train(d, out, seed=0):
 @pytest.mark.slow
 def test_same_seed_same_run(data, tmp_path):
     meta1, w1 = train(data, tmp_path / "1.safetensors")
-    meta2, w2 = train(data, tmp_path / "2.safetensors")
+    meta2, w2 = train(data, tmp_path / "2.safetensors", 0, "--max-gsd", "1.2", "--rotated-view")
     timeless = [{k: v for k, v in m["metrics"].items() if k != "minutes"} for m in (meta1, meta2)]
     assert timeless[0] == timeless[1]  # (wall time is not part of reproducibility)
     assert all(np.array_equal(w1[k].numpy(), w2[k].numpy()) for k in w1)
@@ -72,6 +73,13 @@ def test_same_seed_same_run(data, tmp_path):
     assert len(meta1["normalization"]["mean"]) == 3 and meta1["tile_size"] == 256
     assert meta1["training"]["seed"] == 0 and meta1["training"]["data_fingerprint"]
     assert meta1["training"]["hard_negatives"] == 0.5
+    # inference settings recorded for geoseg predict; they do not change training
+    assert "max_gsd" not in meta1 and "rotated_view" not in meta1
+    assert meta2["max_gsd"] == 1.2 and meta2["rotated_view"] is True
+    from geoseg.checkpoint import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "2.safetensors").rotated_view is True
+    assert load_checkpoint(tmp_path / "1.safetensors").rotated_view is False
     assert meta1["config"]["anchor_ratios"] == [0.25, 0.5, 1.0, 2.0, 4.0]
     assert "geoseg train maskrcnn" in meta1["training"]["command"]
     assert {"f1", "precision", "recall", "iteration"} <= set(meta1["metrics"])

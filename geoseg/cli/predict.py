@@ -28,6 +28,28 @@ from geoseg.segmenter import ModelSpec, get_segmenter
 from geoseg.semantic import open_check, parse_slices, predict_semantic
 
 
+class _Gsd(click.ParamType):
+    """A ground sample distance in metres (> 0), or 'native' (0: the scene's own grid)."""
+
+    name = "gsd"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        if str(value).strip().lower() == "native":
+            return 0.0
+        try:
+            v = float(value)
+        except ValueError:
+            v = -1.0
+        if not v > 0 or v != v or v == float("inf"):
+            self.fail(f"'{value}' is not a ground sample distance in metres (> 0) or 'native'", param, ctx)
+        return v
+
+
+GSD = _Gsd()
+
+
 @click.command()
 @click.argument("scene")
 @model_opt
@@ -57,6 +79,17 @@ from geoseg.semantic import open_check, parse_slices, predict_semantic
     "--any-size", is_flag=True,
     help="Keep objects outside the sizes the checkpoint was trained on (its object_limits).",
 )  # fmt: skip
+@click.option(
+    "--gsd", type=GSD, default=None, metavar="METRES|native",
+    help="Read the scene resampled to this ground sample distance (instance models). Default: the "
+    "checkpoint's max_gsd for scenes coarser than that; 'native' keeps the scene's own grid.",
+)  # fmt: skip
+@click.option(
+    "--rotated-view/--no-rotated-view", default=None,
+    help="Also run each tile turned by 45 degrees and take every object from the view where it lies "
+    "closer to the image axes: anchorages of diagonal hulls come apart, at three times the model "
+    "time (Mask R-CNN). Default: the checkpoint's setting.",
+)  # fmt: skip
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Parallel workers.")
 @click.option("--stats", "stats_path", default=None, help="Also write run statistics as JSON here.")
 @click.option(
@@ -75,8 +108,8 @@ from geoseg.semantic import open_check, parse_slices, predict_semantic
 @click.option("--hu-window", default=None, metavar="CENTER,WIDTH", help="Clip DICOM values (HU) to a window.")
 @click.pass_context
 def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, tile_size, overlap,
-            batch_size, score_threshold, mask_threshold, min_area, any_size, workers, stats_path, blend,
-            mask_path, slice_axis, slice_list, hu_window):  # fmt: skip
+            batch_size, score_threshold, mask_threshold, min_area, any_size, gsd, rotated_view, workers,
+            stats_path, blend, mask_path, slice_axis, slice_list, hu_window):  # fmt: skip
     """Segment SCENE tile by tile and write the merged objects.
 
     \b
@@ -108,6 +141,12 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
     semantic = get_segmenter(spec).task == "semantic"
     if mask_path is not None and not semantic:
         raise click.BadParameter("masks are written for semantic models only", param_hint="--mask")
+    if semantic and gsd:
+        raise click.BadParameter(
+            "resampling is for instance models: masks keep the scene's grid", param_hint="--gsd"
+        )
+    if semantic and rotated_view:
+        raise click.BadParameter("the rotated view is for Mask R-CNN models", param_hint="--rotated-view")
     opts = PredictOptions(
         tile_size=tile_size,
         overlap=overlap,
@@ -116,6 +155,8 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
         mask_threshold=mask_threshold,
         min_area=min_area,
         object_limits=not any_size,
+        gsd=gsd,
+        rotated_view=rotated_view,
         workers=workers,
     )
     quiet = ctx.obj.get("quiet", False)
@@ -138,9 +179,13 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
         write_json(stats_path, result.stats, overwrite=overwrite)
     if not quiet:
         s = result.stats
+        native, used = s.get("native_gsd_m"), s.get("gsd_m")
+        resampled = (
+            f" at {used:g} m (resampled from {native:g} m)" if native and used and native != used else ""
+        )
         click.echo(
-            f"{s['objects']} objects from {s['tiles_run']} tiles ({s['tiles_skipped']} nodata tiles "
-            f"skipped) in {s['seconds']:.1f} s -> {output}",
+            f"{s['objects']} objects from {s['tiles_run']} tiles{resampled} ({s['tiles_skipped']} nodata "
+            f"tiles skipped) in {s['seconds']:.1f} s -> {output}",
             err=True,
         )
 

@@ -61,11 +61,20 @@ def train():
     help="Share of chips drawn from windows where the model last found objects that are not labelled.",
 )
 @click.option("--val-chips", type=click.IntRange(1), default=48, show_default=True, help="Validation chips.")
+@click.option(
+    "--max-gsd", type=click.FloatRange(0, min_open=True), default=None, metavar="METRES",
+    help="Record that geoseg predict resamples scenes coarser than this to it (its --gsd default).",
+)  # fmt: skip
+@click.option(
+    "--rotated-view", is_flag=True,
+    help="Record that geoseg predict also runs tiles turned by 45 degrees (its --rotated-view default).",
+)  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @click.pass_context
 def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations, batch_size, chip_size, lr,
-             val_every, focus, hard_negatives, val_chips, seed, overwrite):  # fmt: skip
+             val_every, focus, hard_negatives, val_chips, max_gsd, rotated_view, seed,
+             overwrite):  # fmt: skip
     """Train Mask R-CNN on scenes with polygon labels; the best checkpoint by validation F1 is kept."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -75,7 +84,7 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
     opts = TrainOptions(
         config=config, iterations=iterations, batch_size=batch_size, chip_size=chip_size, lr=lr,
         val_every=val_every, focus=focus, hard_negatives=hard_negatives, val_chips=val_chips, seed=seed,
-        pretrained=pretrained,
+        pretrained=pretrained, max_gsd=max_gsd, rotated_view=rotated_view,
     )  # fmt: skip
     command = "geoseg train maskrcnn " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
     quiet = ctx.obj.get("quiet", False)

@@ -128,24 +128,153 @@ def instance_target(masks: np.ndarray) -> dict:
 
 
 class MaskRCNNSegmenter(TorchSegmenter):
-    """A torchvision Mask R-CNN behind the segmenter contract (instance task)."""
+    """A torchvision Mask R-CNN behind the segmenter contract (instance task).
 
-    def __init__(self, module: MaskRCNN, *, classes: Sequence[str], in_channels: int, **kwargs) -> None:
+    With ``rotated_view`` each tile is also seen turned by 45 degrees, and every object is taken
+    from the view in which it lies closer to the image axes (see :func:`rotated_views`). A
+    detector's boxes are axis-aligned: a hull lying diagonally has a box that also holds its
+    neighbours in an anchorage, and their masks run together. Turned by 45 degrees, the same hulls
+    have tight boxes. It costs about three times the model time of one view.
+    """
+
+    def __init__(
+        self, module: MaskRCNN, *, classes: Sequence[str], in_channels: int, rotated_view: bool = False,
+        **kwargs,
+    ) -> None:  # fmt: skip
         # no stride alignment: torchvision pads each image itself, and instances are merged anyway
         super().__init__(module, task="instance", classes=classes, in_channels=in_channels, **kwargs)
+        self.rotated_view = bool(rotated_view)
+
+    @torch.inference_mode()
+    def predict(self, tiles: np.ndarray, *, rotated_view: bool | None = None) -> list[dict]:
+        """Predictions for ``tiles``; ``rotated_view`` None: this model's own setting."""
+        x = self.normalize(tiles)
+        if rotated_view if rotated_view is not None else self.rotated_view:
+            return [_to_numpy(o) for o in rotated_views(self._run, x)]
+        return [_to_numpy(o) for o in self._run(x)]
 
     def forward(self, x: torch.Tensor) -> list[dict]:
+        return [_to_numpy(o) for o in self._run(x)]
+
+    def _run(self, x: torch.Tensor) -> list[dict]:
         no_resize(self.module, x.shape[-2], x.shape[-1])
-        out = self.module(list(x))
-        return [
-            {
-                "boxes": o["boxes"].cpu().numpy(),
-                "scores": o["scores"].cpu().numpy(),
-                "labels": o["labels"].cpu().numpy(),
-                "masks": o["masks"][:, 0].cpu().numpy(),
-            }
-            for o in out
-        ]
+        return self.module(list(x))
+
+
+def _to_numpy(o: dict) -> dict:
+    return {
+        "boxes": o["boxes"].cpu().numpy(),
+        "scores": o["scores"].cpu().numpy(),
+        "labels": o["labels"].cpu().numpy(),
+        "masks": o["masks"][:, 0].cpu().numpy(),
+    }
+
+
+def _turn_grid(src: tuple[int, int], dst: tuple[int, int], degrees: float, device) -> torch.Tensor:
+    """A ``grid_sample`` grid that fills a ``dst`` image from a ``src`` image turned by ``degrees``
+    about the two images' centres (pixel centres at integer positions)."""
+    (sh, sw), (dh, dw) = src, dst
+    a = np.radians(degrees)
+    cos, sin = float(np.cos(a)), float(np.sin(a))
+    ys, xs = torch.meshgrid(
+        torch.arange(dh, dtype=torch.float32, device=device) - (dh - 1) / 2,
+        torch.arange(dw, dtype=torch.float32, device=device) - (dw - 1) / 2,
+        indexing="ij",
+    )
+    # the source point of each destination pixel: the inverse turn
+    sx = cos * xs + sin * ys + (sw - 1) / 2
+    sy = -sin * xs + cos * ys + (sh - 1) / 2
+    # grid_sample's coordinates (align_corners=False): -1 and 1 are the outer pixel edges
+    return torch.stack([(2 * sx + 1) / sw - 1, (2 * sy + 1) / sh - 1], dim=-1)[None]
+
+
+def _axis_deviation(masks: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per mask (K, H, W): the angle in degrees between its long axis and the nearer image axis
+    (0 to 45), from second moments, and its elongation (long / short axis of the moment ellipse)."""
+    k, h, w = masks.shape
+    if k == 0:
+        return torch.zeros(0, device=masks.device), torch.zeros(0, device=masks.device)
+    m = (masks >= threshold).float()
+    ys = torch.arange(h, dtype=torch.float32, device=masks.device).view(1, h, 1)
+    xs = torch.arange(w, dtype=torch.float32, device=masks.device).view(1, 1, w)
+    n = m.sum((1, 2)).clamp(min=1)
+    cy, cx = (m * ys).sum((1, 2)) / n, (m * xs).sum((1, 2)) / n
+    dy, dx = ys - cy.view(-1, 1, 1), xs - cx.view(-1, 1, 1)
+    mxx, myy, mxy = (
+        (m * dx * dx).sum((1, 2)) / n,
+        (m * dy * dy).sum((1, 2)) / n,
+        (m * dx * dy).sum((1, 2)) / n,
+    )
+    theta = torch.rad2deg(0.5 * torch.atan2(2 * mxy, mxx - myy)) % 90
+    deviation = torch.minimum(theta, 90 - theta)
+    half = torch.sqrt(((mxx - myy) / 2) ** 2 + mxy**2)
+    big, small = (mxx + myy) / 2 + half, ((mxx + myy) / 2 - half).clamp(min=1e-6)
+    return deviation, torch.sqrt(big / small)
+
+
+#: an object is taken from a view where its axis lies within this many degrees of the image axes;
+#: over 22.5 so that objects near the bisector are in both views (the duplicate is dropped later)
+VIEW_TOLERANCE = 27.5
+#: masks less elongated than this have no meaningful axis: the straight view keeps them
+MIN_ELONGATION = 1.5
+
+
+def rotated_views(run, x: torch.Tensor) -> list[dict]:
+    """Run the detector ``run`` on tiles ``x`` (B, C, H, W) as they are and turned by 45 degrees;
+    keep each object from the view in which its axis lies closer to the image axes.
+
+    The turned view is a canvas large enough to hold the whole turned tile; outside the tile it
+    holds the tile's median per band. Its masks are turned back onto the tile and their boxes
+    measured again. Objects near the 22.5 degree bisector come from both views; the within-tile
+    fragment suppression downstream keeps the better one.
+    """
+    b, c, h, w = x.shape
+    side = int(np.ceil((h + w) / np.sqrt(2)))
+    grid_in = _turn_grid((h, w), (side, side), 45.0, x.device)
+    grid_out = _turn_grid((side, side), (h, w), -45.0, x.device)
+    inside = torch.nn.functional.grid_sample(
+        torch.ones(1, 1, h, w, device=x.device),
+        grid_in,
+        mode="nearest",
+        padding_mode="zeros",
+        align_corners=False,
+    )[0]
+    fill = x.flatten(2).median(dim=2).values.view(b, c, 1, 1)
+    turned = torch.nn.functional.grid_sample(
+        x, grid_in.expand(b, -1, -1, -1), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    turned = turned * inside + fill * (1 - inside)
+    out = []
+    for straight, other in zip(run(x), run(turned), strict=True):
+        dev, elong = _axis_deviation(straight["masks"][:, 0])
+        keep_s = (dev <= VIEW_TOLERANCE) | (elong < MIN_ELONGATION)
+        dev, elong = _axis_deviation(other["masks"][:, 0])
+        keep_t = torch.nonzero((dev <= VIEW_TOLERANCE) & (elong >= MIN_ELONGATION)).flatten()
+        back = torch.nn.functional.grid_sample(
+            other["masks"][keep_t], grid_out.expand(len(keep_t), -1, -1, -1), mode="bilinear",
+            padding_mode="zeros", align_corners=False,
+        )  # fmt: skip
+        present = (back > 0.05).flatten(1)
+        found = present.any(1)
+        back, keep_t = back[found], keep_t[found]
+        rows, cols = (back[:, 0] > 0.05).any(2), (back[:, 0] > 0.05).any(1)
+        ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        boxes = torch.stack(
+            [
+                torch.where(cols, ar_w, w).min(1).values, torch.where(rows, ar_h, h).min(1).values,
+                torch.where(cols, ar_w, -1).max(1).values + 1, torch.where(rows, ar_h, -1).max(1).values + 1,
+            ],
+            dim=1,
+        ).float()  # fmt: skip
+        merged = {
+            "boxes": torch.cat([straight["boxes"][keep_s], boxes]),
+            "scores": torch.cat([straight["scores"][keep_s], other["scores"][keep_t]]),
+            "labels": torch.cat([straight["labels"][keep_s], other["labels"][keep_t]]),
+            "masks": torch.cat([straight["masks"][keep_s], back]),
+        }
+        order = torch.argsort(merged["scores"], descending=True)
+        out.append({k: v[order] for k, v in merged.items()})
+    return out
 
 
 @register_architecture("maskrcnn")
@@ -154,7 +283,9 @@ def _load(meta: dict, state: dict[str, torch.Tensor]) -> MaskRCNNSegmenter:
     config = {"anchor_ratios": DEFAULT_ANCHOR_RATIOS, "mask_roi_size": 14, **meta["config"]}
     module = build_maskrcnn(config, in_channels=meta["in_channels"], num_classes=len(meta["classes"]))
     module.load_state_dict(state)
-    return MaskRCNNSegmenter(module, **checkpoint_kwargs(meta))
+    return MaskRCNNSegmenter(
+        module, rotated_view=bool(meta.get("rotated_view", False)), **checkpoint_kwargs(meta)
+    )
 
 
 def random_init(

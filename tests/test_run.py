@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -256,6 +257,22 @@ def test_gsd_and_rotated_view_job_keys(tmp_path):
         assert (job.gsd, job.rotated_view) == (gsd, rotated)
         hashes.add(job.params_hash())
     assert len(hashes) == 4  # each setting is its own result set
+
+    # a job that resamples: the same objects on the same ground, measured on the finer grid
+    write_raster(tmp_path / "s.tif", objects_array(300, 300, seed=3))  # 2 m pixels
+    outputs = {}
+    for name, extra in (("native", ""), ("fine", "predict:\n  gsd: 1\n")):
+        job = base.replace("name: j", f"name: {name}").replace("{dir: o}", f"{{dir: {name}}}\nstore: st")
+        (tmp_path / "job.yaml").write_text(job.replace("model: geoseg.plugins:threshold_instances",
+                                                       "model: geoseg.plugins:threshold_instances\n"
+                                                       "model_args: {threshold: 100}") + extra)  # fmt: skip
+        r = CliRunner().invoke(cli, ["run", str(tmp_path / "job.yaml")])
+        assert r.exit_code == 0, r.output
+        outputs[name] = gpd.read_file(tmp_path / name / "s.geojson")
+    native, fine = outputs["native"], outputs["fine"]
+    assert len(native) == len(fine) > 0
+    np.testing.assert_allclose(np.sort(fine["area_px"]), 4 * np.sort(native["area_px"]), rtol=0.1)
+    np.testing.assert_allclose(np.sort(fine["area_m2"]), np.sort(native["area_m2"]), rtol=0.1)
 
 
 def test_stac_ids_cannot_escape_the_output_root(tmp_path):

@@ -144,3 +144,16 @@ def test_object_longer_than_a_tile_is_one_whole_polygon():
     image[10:20, 5:195] = 1
     got = tiled_objects(image, 32, 8)
     assert len(got) == 1 and got[0].equals(shapely.box(5, 10, 195, 20))
+
+
+def test_polygonising_at_the_scene_origin_is_exact_and_silent():
+    import warnings
+
+    m = np.zeros((6, 6), bool)
+    m[0:3, 0:4] = True
+    m[1, 1] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rasterio warns on an identity transform
+        g = mask_to_geometry(m)
+    assert g.bounds == (0.0, 0.0, 4.0, 3.0) and g.area == 11 and len(g.interiors) == 1
+    assert shapely.equals(shapely.affinity.translate(g, 7, 5), mask_to_geometry(m, 5, 7))

@@ -233,14 +233,15 @@ def predict_scene(
     started = time.perf_counter()
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
     model = model if isinstance(model, ModelSpec) else ModelSpec(model)
-    ref.open().close()  # a bad scene fails before a model is loaded
+    with ref.open() as sc:  # a bad scene fails before a model is loaded
+        count, native_gsd = sc.count, sc.native_gsd
     seg = get_segmenter(model)
     trained_bands = (getattr(seg, "metadata", None) or {}).get("bands")
     if ref.bands is None and trained_bands and len(trained_bands) == seg.in_channels:
-        with ref.open() as sc:  # a checkpoint knows its bands: use them unless told otherwise
-            if sc.count != seg.in_channels and max(trained_bands) <= sc.count:
-                ref = SceneRef(ref.path, tuple(trained_bands), ref.crs)
-    ref = resolve_gsd(ref, seg, opts)
+        # a checkpoint knows its bands: use them unless told otherwise
+        if count != seg.in_channels and max(trained_bands) <= count:
+            ref = replace(ref, bands=tuple(trained_bands))
+    ref = resolve_gsd(ref, seg, opts, native_gsd)
     if opts.rotated_view is not None and getattr(seg, "rotated_view", None) is None:
         raise ModelError(f"model '{model.name}': has no rotated view (a Mask R-CNN checkpoint has)")
     with ref.open() as sc:
@@ -287,10 +288,10 @@ def predict_scene(
     return SceneResult(features, stats)
 
 
-def resolve_gsd(ref: SceneRef, seg: Segmenter, opts: PredictOptions) -> SceneRef:
+def resolve_gsd(ref: SceneRef, seg: Segmenter, opts: PredictOptions, native: float | None) -> SceneRef:
     """The scene as the model should see it: resampled to ``opts.gsd``; by default (None) to the
-    checkpoint's ``max_gsd`` when the scene is coarser than that (a finer scene is read as it is);
-    ``opts.gsd == 0`` keeps the scene's own grid."""
+    checkpoint's ``max_gsd`` when the scene (``native`` metres per pixel) is coarser than that (a
+    finer scene is read as it is); ``opts.gsd == 0`` keeps the scene's own grid."""
     if opts.gsd == 0:
         return replace(ref, gsd=None)
     if opts.gsd is not None:
@@ -302,8 +303,6 @@ def resolve_gsd(ref: SceneRef, seg: Segmenter, opts: PredictOptions) -> SceneRef
     ceiling = (getattr(seg, "metadata", None) or {}).get("max_gsd")
     if not ceiling or seg.task != "instance":
         return ref
-    with ref.open() as sc:
-        native = sc.native_gsd
     if native is None or native <= float(ceiling) * 1.01:  # within 1 %: the same grid
         return ref
     return replace(ref, gsd=float(ceiling))

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from geoseg.env import ALLOWED_DRIVERS, MAX_PIXELS, gdal_env
 from geoseg.errors import SceneError
+from geoseg.georef import ground_sample_distance
 
 
 class NoCRSWarning(UserWarning):
@@ -154,8 +155,6 @@ class Scene:
         """Ground sample distance of the raster's own grid in metres, at its centre."""
         if self.crs is None:
             return None
-        from geoseg.georef import ground_sample_distance
-
         ds = self._ds
         return ground_sample_distance(ds.transform, self.crs, ds.width, ds.height)
 

@@ -205,9 +205,10 @@ class SliceScene:
     """One slice, read like a :class:`geoseg.scene.Scene`: ``read(window)`` gives float32
     ``(C, h, w)`` with NaN where the source has NaN. Use as a context manager, or call :meth:`close`.
 
-    Attributes: ``width``, ``height``, ``count``, ``bands``, ``crs`` (always None), ``transform``
-    (identity: pixel space), ``name``, ``path``, ``ref``; ``affine`` is the NIfTI volume's voxel to
-    world affine (None for other files), ``slices`` how many slices the file holds.
+    Attributes: ``width``, ``height``, ``count``, ``bands``, ``crs``, ``gsd`` and ``native_gsd``
+    (always None), ``transform`` (identity: pixel space), ``name``, ``path``, ``ref``; ``affine`` is
+    the NIfTI volume's voxel to world affine (None for other files), ``slices`` how many slices the
+    file holds.
     """
 
     path: str
@@ -216,6 +217,8 @@ class SliceScene:
     axis: int | None = None
     hu_window: tuple[float, float] | None = None
     crs: None = field(default=None, init=False)
+    gsd: None = field(default=None, init=False)
+    native_gsd: None = field(default=None, init=False)
     affine: np.ndarray | None = field(default=None, init=False, repr=False)
     slices: int = field(default=1, init=False)
     _data: np.ndarray | None = field(default=None, init=False, repr=False)

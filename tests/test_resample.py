@@ -91,3 +91,12 @@ def test_cli_gsd(scene, tmp_path):
 def test_rotated_view_needs_a_model_that_has_one(scene):
     with pytest.raises(ModelError, match="has no rotated view"):
         predict_scene(scene, THRESHOLD, PredictOptions(rotated_view=True))
+
+
+def test_slices_have_no_ground_sample_distance(tmp_path):
+    a = np.zeros((64, 64), np.float32)
+    a[10:20, 10:30] = 200
+    np.save(tmp_path / "slice.npy", a)
+    result = predict_scene(str(tmp_path / "slice.npy"), ceiling(1.0), PredictOptions())
+    assert len(result.features) == 1  # a checkpoint's max_gsd does not apply to pixel space
+    assert result.stats["native_gsd_m"] is None and result.stats["gsd_m"] is None

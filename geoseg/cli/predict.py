@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import warnings
@@ -42,7 +43,7 @@ class _Gsd(click.ParamType):
             v = float(value)
         except ValueError:
             v = -1.0
-        if not v > 0 or v != v or v == float("inf"):
+        if not (math.isfinite(v) and v > 0):
             self.fail(f"'{value}' is not a ground sample distance in metres (> 0) or 'native'", param, ctx)
         return v
 

@@ -19,7 +19,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign, masks_to_boxes
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from geoseg.checkpoint import register_architecture
@@ -254,18 +254,11 @@ def rotated_views(run, x: torch.Tensor) -> list[dict]:
             other["masks"][keep_t], grid_out.expand(len(keep_t), -1, -1, -1), mode="bilinear",
             padding_mode="zeros", align_corners=False,
         )  # fmt: skip
-        present = (back > 0.05).flatten(1)
-        found = present.any(1)
+        on = back[:, 0] > 0.05
+        found = on.flatten(1).any(1)
         back, keep_t = back[found], keep_t[found]
-        rows, cols = (back[:, 0] > 0.05).any(2), (back[:, 0] > 0.05).any(1)
-        ar_h, ar_w = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-        boxes = torch.stack(
-            [
-                torch.where(cols, ar_w, w).min(1).values, torch.where(rows, ar_h, h).min(1).values,
-                torch.where(cols, ar_w, -1).max(1).values + 1, torch.where(rows, ar_h, -1).max(1).values + 1,
-            ],
-            dim=1,
-        ).float()  # fmt: skip
+        # masks_to_boxes gives the last pixel's index; boxes end one past it
+        boxes = masks_to_boxes(on[found]) + torch.tensor([0.0, 0.0, 1.0, 1.0], device=x.device)
         merged = {
             "boxes": torch.cat([straight["boxes"][keep_s], boxes]),
             "scores": torch.cat([straight["scores"][keep_s], other["scores"][keep_t]]),

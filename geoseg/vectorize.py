@@ -7,12 +7,14 @@ the tile it owns (its core), dissolved across tiles by :mod:`geoseg.merge`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import shapely
 from affine import Affine
 from rasterio import features
+from rasterio.errors import NotGeoreferencedWarning
 from scipy import ndimage
 from shapely.geometry import shape
 
@@ -50,24 +52,6 @@ class SemanticPiece:
     pixels: int
 
 
-def _shapes(values: np.ndarray, mask: np.ndarray, row_off: int, col_off: int) -> list:
-    """``rasterio.features.shapes`` (4-connected) offset to scene pixel space.
-
-    rasterio warns about an identity transform, and silencing that warning is not thread-safe
-    (tiles are polygonised on several threads): a block at the scene origin is polygonised one
-    pixel to the right and moved back, which is exact for pixel-edge coordinates.
-    """
-    shift = 1 if (row_off, col_off) == (0, 0) else 0
-    transform = Affine.translation(col_off + shift, row_off)
-    found = list(features.shapes(values, mask=mask, transform=transform, connectivity=4))
-    if not shift:
-        return found
-    for g, _ in found:
-        for ring in g["coordinates"]:
-            ring[:] = [(x - shift, y) for x, y in ring]
-    return found
-
-
 def mask_to_geometry(
     mask: np.ndarray, row_off: int = 0, col_off: int = 0, *, min_area: float = 0, largest: bool = False
 ) -> shapely.Geometry | None:
@@ -92,8 +76,11 @@ def mask_to_geometry(
         regions, n = ndimage.label(crop, structure=_FOUR_CONNECTED)
         if n > 1:
             crop = (regions == np.argmax(np.bincount(regions.ravel())[1:]) + 1).astype(np.uint8)
-    found = _shapes(crop, crop.astype(bool), row_off + r0, col_off + c0)
-    parts = [shape(g) for g, _ in found]
+    transform = Affine.translation(col_off + c0, row_off + r0)
+    with warnings.catch_warnings():  # a crop at the scene origin has an identity transform
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        found = features.shapes(crop, mask=crop.astype(bool), transform=transform, connectivity=4)
+        parts = [shape(g) for g, _ in found]
     parts = [p for p in parts if p.area >= max(min_area, 1e-9)]
     if not parts:
         return None
@@ -202,6 +189,7 @@ def label_pieces(
     4-connected region carries the sum of its ``score`` and its pixel count. Pixels outside
     ``valid`` (when given) belong to no class."""
     out = []
+    transform = Affine.translation(col_off, row_off)
     for label, name in enumerate(classes):
         if name == "background":
             continue
@@ -214,7 +202,12 @@ def label_pieces(
         index = np.arange(1, n + 1)
         prob_sums = ndimage.sum_labels(score, regions, index)
         counts = ndimage.sum_labels(sel, regions, index)
-        for g, value in _shapes(regions.astype(np.int32), sel, row_off, col_off):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            found = list(
+                features.shapes(regions.astype(np.int32), mask=sel, transform=transform, connectivity=4)
+            )
+        for g, value in found:
             i = int(value) - 1
             out.append(SemanticPiece(shape(g), label, float(prob_sums[i]), int(counts[i])))
     return out

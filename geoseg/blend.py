@@ -29,6 +29,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from geoseg.errors import ModelError
+from geoseg.features import to_features
 from geoseg.merge import dissolve_semantic
 from geoseg.pipeline import (
     PredictOptions,
@@ -39,7 +40,6 @@ from geoseg.pipeline import (
     read_tiles,
     resolve_min_area,
     split_small,
-    to_features,
 )
 from geoseg.scene import NoCRSWarning, SceneRef
 from geoseg.segmenter import ModelSpec, get_segmenter, to_numpy

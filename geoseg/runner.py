@@ -35,11 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoseg.atomic import write_text_atomic
+from geoseg.cluster import open_cluster
 from geoseg.env import fault_point
 from geoseg.errors import GeosegError
 from geoseg.jobs import Job, ScenePlan, expand_inputs, inside
 from geoseg.output import FORMATS, write_vectors
 from geoseg.pipeline import PredictOptions, predict_scene
+from geoseg.runstate import Manifest
 from geoseg.scene import SceneRef
 from geoseg.segmenter import ModelSpec, get_segmenter
 from geoseg.tilecache import TileCache
@@ -48,7 +50,6 @@ log = logging.getLogger("geoseg.run")
 
 #: exit codes of ``geoseg run``
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_LOCKED = 0, 1, 2, 3
-MANIFEST_FORMAT = "geoseg-manifest/1"
 
 
 class LockedError(GeosegError):
@@ -88,35 +89,7 @@ def fingerprint(plan: ScenePlan) -> str:
     return h.hexdigest()[:16]
 
 
-# -- manifest and lock -------------------------------------------------------------------------
-@dataclass
-class Manifest:
-    path: str
-    job: str
-    scenes: dict[str, dict] = field(default_factory=dict)
-    combined: dict = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: str, job: str) -> Manifest:
-        try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except FileNotFoundError:
-            return cls(path, job)
-        except (OSError, ValueError) as exc:
-            raise GeosegError(
-                f"manifest '{path}': unreadable ({exc}); move it aside to start afresh"
-            ) from None
-        if doc.get("format") != MANIFEST_FORMAT:
-            raise GeosegError(f"manifest '{path}': not a {MANIFEST_FORMAT} file")
-        return cls(path, job, doc.get("scenes", {}), doc.get("combined", {}))
-
-    def save(self) -> None:
-        doc = {"format": MANIFEST_FORMAT, "job": self.job, "scenes": self.scenes, "combined": self.combined}
-        write_text_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True))
-        fault_point("manifest-written")
-
-
+# -- lock -------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def job_lock(job_dir: str, job_name: str):
     """Hold the job's lock for the ``with`` block, or raise :class:`LockedError` at once."""
@@ -271,7 +244,10 @@ def run_job(
         todo = [s for s in steps if s.action != "skip"]
         events("run_start", f"job {job.name}: {len(steps)} scenes, {len(todo)} to process",
                job=job.name, scenes=len(steps), todo=len(todo))  # fmt: skip
-        with _cluster(job, workers, scheduler, events) as (client, local_workers):
+        with open_cluster(
+            workers if workers is not None else job.workers, processes=job.processes,
+            threads_per_worker=job.threads_per_worker, address=scheduler or job.scheduler, events=events,
+        ) as (client, local_workers):
             opts = PredictOptions(
                 tile_size=job.tile_size,
                 overlap=job.overlap,
@@ -437,47 +413,6 @@ def _write_combined(job: Job, manifest: Manifest, events) -> str | None:
     manifest.save()
     events("combined", f"combined layer: {len(gdf)} objects -> {os.path.basename(path)}", objects=len(gdf))
     return os.path.basename(path)
-
-
-# -- clusters ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _cluster(job: Job, workers: int | None, scheduler: str | None, events):
-    """Yield ``(client or None, local thread workers)`` for the run's settings."""
-    address = scheduler or job.scheduler
-    n = workers if workers is not None else job.workers
-    if not address and (n <= 1 or not job.processes):
-        yield None, max(1, n)
-        return
-    from dask.distributed import Client, LocalCluster
-
-    if not log.isEnabledFor(logging.DEBUG):  # dask's own INFO chatter only with -vv
-        for name in ("distributed", "tornado"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    cluster = None
-    if address:
-        client = Client(address, timeout="30s")
-    else:
-        cluster = LocalCluster(
-            n_workers=n, threads_per_worker=job.threads_per_worker, processes=True,
-            dashboard_address=None, silence_logs=logging.CRITICAL,
-        )  # fmt: skip
-        client = Client(cluster)
-    try:
-        info = client.scheduler_info()["workers"]
-        per_host: dict[str, int] = {}
-        for addr in info:
-            host = addr.rsplit(":", 1)[0]
-            per_host[host] = per_host.get(host, 0) + 1
-        from geoseg.workerplugins import TorchThreads
-
-        client.register_plugin(TorchThreads(per_host))
-        events("cluster", f"dask cluster {client.scheduler.address}: {len(info)} workers",
-               scheduler=client.scheduler.address, workers=len(info))  # fmt: skip
-        yield client, 1
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def dry_run(job: Job, *, force: bool = False) -> list[Step]:

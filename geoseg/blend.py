@@ -16,35 +16,22 @@ sum of the weights at a pixel is the product of two 1-D sums: no weight image is
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import numpy as np
 
 from geoseg.errors import ModelError
-from geoseg.features import to_features
-from geoseg.merge import dissolve_semantic
 from geoseg.pipeline import (
     PredictOptions,
     SceneResult,
-    _configure_torch_threads,
-    check_bands,
-    make_grid,
     read_tiles,
-    resolve_min_area,
-    split_small,
 )
 from geoseg.scene import NoCRSWarning, SceneRef
 from geoseg.segmenter import ModelSpec, get_segmenter, to_numpy
 from geoseg.tiling import Tile, TileGrid
-from geoseg.vectorize import SemanticPiece, label_pieces
 
 BLENDS = ("constant", "cosine", "gaussian")
 
@@ -100,11 +87,13 @@ class _Axis:
 
 
 class Stitcher:
-    """Accumulates weighted tile probabilities per block and hands each finished block, as
-    ``on_block(row_off, col_off, probs)`` with ``probs`` float32 ``(C, h, w)``, to its consumer."""
+    """Accumulates weighted tile probabilities per block. :meth:`add` returns each block it
+    finishes as ``(row_off, col_off, probs)`` with ``probs`` float32 ``(C, h, w)`` (and hands it
+    to ``on_block(row_off, col_off, probs)`` when one is given). Picklable without ``on_block``:
+    the state of a scene's stitching can move from one worker to the next."""
 
     def __init__(
-        self, grid: TileGrid, num_classes: int, on_block: Callable, *, blend: str = "gaussian"
+        self, grid: TileGrid, num_classes: int, on_block: Callable | None = None, *, blend: str = "gaussian"
     ) -> None:
         if blend not in BLENDS:
             raise ValueError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
@@ -119,9 +108,10 @@ class Stitcher:
         self.peak_blocks = 0  # most blocks waiting at once, and their bytes
         self.peak_bytes = 0
 
-    def add(self, tile: Tile, probs: np.ndarray | None) -> None:
+    def add(self, tile: Tile, probs: np.ndarray | None) -> list[tuple[int, int, np.ndarray]]:
         """Add one tile's probabilities ``(C, h, w)`` over its window; None for a tile that was
-        skipped (all nodata): its blocks stop waiting for it."""
+        skipped (all nodata): its blocks stop waiting for it. Returns the blocks this finished."""
+        finished = []
         r0, c0, r1, c1 = tile.bounds
         if probs is not None:
             if probs.shape != (self.num_classes, r1 - r0, c1 - c0):
@@ -143,11 +133,12 @@ class Stitcher:
                         self.acc[(a, b)] = part.copy()
                 self.pending[a, b] -= 1
                 if self.pending[a, b] == 0:
-                    self._finish(a, b)
+                    finished.append(self._finish(a, b))
         self.peak_blocks = max(self.peak_blocks, len(self.acc))
         self.peak_bytes = max(self.peak_bytes, sum(a.nbytes for a in self.acc.values()))
+        return finished
 
-    def _finish(self, a: int, b: int) -> None:
+    def _finish(self, a: int, b: int) -> tuple[int, int, np.ndarray]:
         r0, r1 = int(self.rows.edges[a]), int(self.rows.edges[a + 1])
         c0, c1 = int(self.cols.edges[b]), int(self.cols.edges[b + 1])
         acc = self.acc.pop((a, b), None)
@@ -156,7 +147,9 @@ class Stitcher:
         else:
             norm = np.outer(self.rows.norm[r0:r1], self.cols.norm[c0:c1]).astype(np.float32)
             probs = acc / norm
-        self.on_block(r0, c0, probs)
+        if self.on_block is not None:
+            self.on_block(r0, c0, probs)
+        return r0, c0, probs
 
     @property
     def done(self) -> bool:
@@ -196,13 +189,20 @@ class TileBatch:
     tiles: list[Tile]
     probs: list[np.ndarray | None] = field(default_factory=list)
     model_seconds: float = 0.0
+    image: int = 0  # which image of the scene (a slice of a volume)
 
 
-def run_tiles(scene_ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape) -> TileBatch:
+def run_tiles(
+    scene_ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, device: str | None = None,
+    image: int = 0,
+) -> TileBatch:  # fmt: skip
     """One task: read ``tiles``, pad them to ``tile_shape`` with NaN, run the model, crop."""
-    seg = get_segmenter(model)
+    from geoseg.pipeline import apply_worker_threads
+
+    seg = get_segmenter(model, device)
+    apply_worker_threads()
     arrays, todo, batch = read_tiles(scene_ref, tiles, tile_shape)
-    out = TileBatch(list(tiles), [None] * len(tiles))
+    out = TileBatch(list(tiles), [None] * len(tiles), image=image)
     if not todo:
         return out
     t0 = time.perf_counter()
@@ -213,49 +213,6 @@ def run_tiles(scene_ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile
         probs = np.array(to_numpy(preds[slot])[:, :h, :w], dtype=np.float32)
         probs[:, np.isnan(arrays[i]).all(axis=0)] = np.nan  # no prediction where there is no data
         out.probs[i] = probs
-    return out
-
-
-def _stream(fn, jobs: list[tuple], workers: int, scheduler) -> Iterator:
-    """Results of ``fn(*job)`` as they finish, with at most two jobs per worker in flight, so that
-    finished tiles are consumed (and freed) while later ones run."""
-    if scheduler is None and workers <= 1:
-        for job in jobs:
-            yield fn(*job)
-        return
-    if scheduler is not None:  # a dask.distributed Client
-        from dask.distributed import as_completed
-
-        limit = 2 * max(1, len(scheduler.scheduler_info().get("workers", {})) or workers)
-        queue = iter(jobs)
-        running = as_completed([scheduler.submit(fn, *job, pure=False) for job in _take(queue, limit)])
-        for future in running:
-            result = future.result()
-            for job in _take(queue, 1):
-                running.add(scheduler.submit(fn, *job, pure=False))
-            yield result
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        queue = iter(jobs)
-        running: set[Future] = {pool.submit(fn, *job) for job in _take(queue, 2 * workers)}
-        try:
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    running |= {pool.submit(fn, *job) for job in _take(queue, 1)}
-                    yield future.result()
-        finally:
-            for future in running:
-                future.cancel()
-
-
-def _take(it: Iterator, n: int) -> list:
-    out = []
-    for _ in range(n):
-        try:
-            out.append(next(it))
-        except StopIteration:
-            break
     return out
 
 
@@ -300,81 +257,23 @@ def predict_blended(
     outlines
         Polygonise the classes (dissolved across blocks) into the result's features.
     progress, scheduler
-        As for :func:`geoseg.pipeline.predict_scene`.
+        As for :func:`geoseg.pipeline.predict_scene`. Callbacks run where the stitching does, so
+        they need an in-process run (no ``scheduler``); a cluster writes masks through
+        :func:`geoseg.semantic.predict_semantic`'s ``mask_path``.
     """
-    started = time.perf_counter()
+    from geoseg.engine import run_scene
+
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
     model = model if isinstance(model, ModelSpec) else ModelSpec(model)
     ref.open().close()  # a bad scene fails before a model is loaded
-    seg = get_segmenter(model)
-    if seg.task != "semantic":
-        raise ModelError(f"model '{model.name}': blended stitching needs a semantic model, not {seg.task}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoCRSWarning)  # reported once, when the caller opened it
-        ref = _trained_bands(ref, seg)
-        with ref.open() as sc:
-            check_bands(sc, seg, model)
-            grid = make_grid(sc, seg, opts)
-            meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
-            ref = sc.ref
-    classes = class_names(seg)
-    pieces: list[SemanticPiece] = []
-    min_area = resolve_min_area(opts, seg)
-    regions = outlines or (erase is not None and min_area > 0)
-
-    def on_block(r0: int, c0: int, probs: np.ndarray) -> None:
-        if probabilities is not None:
-            probabilities(r0, c0, probs)
-        labels, score = classify(probs, classes, opts.mask_threshold)
-        if mask is not None:
-            mask(r0, c0, labels)
-        if regions:
-            pieces.extend(label_pieces(labels, score, r0, c0, classes, ~np.isnan(score)))
-
-    tiles = grid.tiles()
-    batches = [tiles[i : i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
-    # the contract: one probability channel per class
-    stitcher = Stitcher(grid, len(seg.classes), on_block, blend=blend)
-    stats = {"tiles_run": 0, "tiles_skipped": 0, "model_seconds": 0.0}
-    previous = _configure_torch_threads(opts.workers) if scheduler is None else None
-    try:
-        jobs = [(ref, model, b, grid.tile_shape) for b in batches]
-        for done, result in enumerate(_stream(run_tiles, jobs, opts.workers, scheduler), 1):
-            for tile, probs in zip(result.tiles, result.probs, strict=True):
-                stats["tiles_run" if probs is not None else "tiles_skipped"] += 1
-                stitcher.add(tile, probs)
-            stats["model_seconds"] += result.model_seconds
-            if progress:
-                progress(done, len(batches))
-    finally:
-        if previous is not None:
-            sys.modules["torch"].set_num_threads(previous)
-    objects = dissolve_semantic(pieces) if regions else []
-    small: list = []
-    if min_area > 0:
-        objects, small = split_small(objects, min_area)
-        if erase is not None and small:
-            erase(small)
-    if not outlines:
-        objects = []
-    feats = to_features(objects, SimpleNamespace(task="semantic", classes=classes), model, meta)
-    stats.update(
-        scene=meta["path"], width=grid.width, height=grid.height, tile_size=grid.size,
-        overlap=grid.overlap, stride=grid.align, blend=blend, tiles=len(tiles), objects=len(feats),
-        min_area=min_area, small_regions_removed=len(small),
-        blocks_peak=stitcher.peak_blocks, seconds=time.perf_counter() - started,
-    )  # fmt: skip
-    return SceneResult(feats, stats)
-
-
-def _trained_bands(ref: SceneRef, seg) -> SceneRef:
-    """A checkpoint knows its bands: read them unless told otherwise (as predict_scene does)."""
-    trained = (getattr(seg, "metadata", None) or {}).get("bands")
-    if ref.bands is None and trained and len(trained) == seg.in_channels:
-        with ref.open() as sc:
-            if sc.count != seg.in_channels and max(trained) <= sc.count:
-                return dataclasses.replace(ref, bands=tuple(trained))
-    return ref
+    if get_segmenter(model, "cpu").task != "semantic":
+        raise ModelError(f"model '{model.name}': blended stitching needs a semantic model, not instance")
+    sinks = {k: v for k, v in (("mask", mask), ("erase", erase), ("probabilities", probabilities)) if v}
+    if sinks and scheduler is not None:
+        raise ModelError("mask and probability callbacks need an in-process run (no scheduler)")
+    outcome = run_scene(ref, model, opts, progress=progress, scheduler=scheduler, blend=blend,
+                        sinks=sinks, outlines=outlines)  # fmt: skip
+    return SceneResult(outcome.features, outcome.stats)
 
 
 def blended_probabilities(
@@ -383,7 +282,7 @@ def blended_probabilities(
     """The whole blended ``(C, H, W)`` probability image of a (small) scene, for checks and tests."""
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
     model = model if isinstance(model, ModelSpec) else ModelSpec(model)
-    channels = len(get_segmenter(model).classes)
+    channels = len(get_segmenter(model, "cpu").classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoCRSWarning)
         with ref.open() as sc:
@@ -394,8 +293,3 @@ def blended_probabilities(
 
     predict_blended(ref, model, opts, probabilities=keep, outlines=False, **kwargs)
     return out
-
-
-def whole_tile_size(height: int, width: int, stride: int = 1) -> int:
-    """A tile size that covers a ``height`` x ``width`` image in one tile (rounded up to ``stride``)."""
-    return int(math.ceil(max(height, width) / stride) * stride)

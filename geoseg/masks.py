@@ -86,11 +86,32 @@ class MaskWriter:
         self._ds = None
         self._array = None
         if self.ext in (".tif", ".tiff"):
-            self._ds = self._open_tiff()
+            self._create_tiff()
         else:
             self._array = np.zeros(self.shape, np.uint8)
 
-    def _open_tiff(self):
+    # A writer moves between the workers that stitch a scene: it pickles without its open dataset,
+    # which the next user opens again (``r+``) when it first writes.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_ds"] = None
+        return state
+
+    def release(self) -> None:
+        """Close the open dataset (a GeoTIFF mask); the next write opens it again."""
+        if self._ds is not None:
+            self._ds.close()
+            self._ds = None
+
+    def _dataset(self):
+        if self._ds is None:
+            try:
+                self._ds = rasterio.open(self.tmp, "r+")
+            except RasterioError as exc:
+                raise OutputError(f"mask '{self.path}': cannot be written ({exc})") from exc
+        return self._ds
+
+    def _create_tiff(self) -> None:
         height, width = self.shape
         profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8",
                        compress="deflate", BIGTIFF="IF_SAFER")  # fmt: skip
@@ -102,17 +123,18 @@ class MaskWriter:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                return rasterio.open(self.tmp, "w+", **profile)  # read back by eraser()
+                with rasterio.open(self.tmp, "w", SPARSE_OK=True, **profile):
+                    pass  # created empty; blocks are written through r+ as they are finished
         except RasterioError as exc:
             raise OutputError(f"mask '{self.path}': cannot be created ({exc})") from exc
 
     def writer(self, index: int | None = None):
         """A callable ``write(row_off, col_off, block)`` for one image (``index`` of a volume)."""
-        if self._ds is not None:
+        if self._array is None:
 
             def write_tiff(r0: int, c0: int, block: np.ndarray) -> None:
                 h, w = block.shape
-                self._ds.write(block[None], window=Window(c0, r0, w, h))
+                self._dataset().write(block[None], window=Window(c0, r0, w, h))
 
             return write_tiff
         target = self._image(index)
@@ -150,8 +172,8 @@ class MaskWriter:
         return {"mask": self.writer(index), "erase": self.eraser(index)}
 
     def _reader(self, index: int | None):
-        if self._ds is not None:
-            return lambda r0, c0, h, w: self._ds.read(1, window=Window(c0, r0, w, h))
+        if self._array is None:
+            return lambda r0, c0, h, w: self._dataset().read(1, window=Window(c0, r0, w, h))
         target = self._image(index)
         return lambda r0, c0, h, w: target[r0 : r0 + h, c0 : c0 + w].copy()
 
@@ -165,9 +187,8 @@ class MaskWriter:
 
     def commit(self) -> None:
         try:
-            if self._ds is not None:
-                self._ds.close()
-                self._ds = None
+            if self._array is None:
+                self.release()
             elif self.ext == ".npy":
                 with open(self.tmp, "wb") as f:
                     np.save(f, self._array)
@@ -180,6 +201,8 @@ class MaskWriter:
                         dst.write(self._array[None])
             else:
                 self._write_nifti()
+            with open(self.tmp, "rb") as f:  # on disk before it takes the final name
+                os.fsync(f.fileno())
             os.replace(self.tmp, self.path)
         finally:
             self.abort()
@@ -198,9 +221,7 @@ class MaskWriter:
 
     def abort(self) -> None:
         """Drop the unfinished file (nothing is left at the destination)."""
-        if self._ds is not None:
-            self._ds.close()
-            self._ds = None
+        self.release()
         for leftover in (self.tmp, Path(f"{self.tmp}.aux.xml")):
             leftover.unlink(missing_ok=True)
 

@@ -17,18 +17,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import dask
-import dask.local
-import dask.threaded
 import geopandas as gpd
 import numpy as np
 import shapely
-from dask.callbacks import Callback
 
 from geoseg.env import gdal_env
 from geoseg.errors import GeosegError, ModelError
-from geoseg.features import to_features
-from geoseg.merge import MergedObject, dissolve_semantic, merge_instances
+from geoseg.merge import MergedObject
 from geoseg.scene import NoCRSWarning, Scene, SceneRef
 from geoseg.segmenter import ModelSpec, Segmenter, get_segmenter
 from geoseg.tilecache import TileCache
@@ -58,6 +53,8 @@ class PredictOptions:
     iou_threshold: float = 0.5
     ios_threshold: float = 0.5
     workers: int = 1
+    # where the model runs: auto (a GPU where the worker has one), cpu, cuda or cuda:N
+    device: str = "auto"
 
 
 @dataclass
@@ -74,20 +71,6 @@ class SceneResult:
 
     features: gpd.GeoDataFrame
     stats: dict
-
-
-def _configure_torch_threads(workers: int) -> int | None:
-    """Keep workers x torch threads <= cores; returns the previous setting to restore.
-
-    Only when the model uses torch (it is imported by then): a model without torch pays nothing.
-    """
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    previous = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, (cores or 1) // max(1, workers)))
-    return previous
 
 
 _thread_state = threading.local()
@@ -142,7 +125,7 @@ def _run_batch(
     tile_shape: tuple[int, int],
     opts: PredictOptions,
 ) -> BatchResult:
-    seg = get_segmenter(model)
+    seg = get_segmenter(model, opts.device)
     apply_worker_threads()
     result = BatchResult()
     _, todo, batch = read_tiles(scene_ref, tiles, tile_shape)
@@ -211,6 +194,10 @@ def predict_scene(
 ) -> SceneResult:
     """Segment a whole scene tile by tile and merge the results into georeferenced features.
 
+    Instance models give whole objects (merged across tiles); semantic models give outlines of
+    blended, stitched classes (as :func:`geoseg.blend.predict_blended`). Both run on
+    :mod:`geoseg.engine`.
+
     Parameters
     ----------
     scene
@@ -227,62 +214,10 @@ def predict_scene(
         A :class:`~geoseg.tilecache.TileCache` keeping finished batches, so that a run
         interrupted mid-scene does not compute them again.
     """
-    started = time.perf_counter()
-    ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
-    model = model if isinstance(model, ModelSpec) else ModelSpec(model)
-    with ref.open() as sc:  # a bad scene fails before a model is loaded
-        count, native_gsd = sc.count, sc.native_gsd
-    seg = get_segmenter(model)
-    trained_bands = (getattr(seg, "metadata", None) or {}).get("bands")
-    if ref.bands is None and trained_bands and len(trained_bands) == seg.in_channels:
-        # a checkpoint knows its bands: use them unless told otherwise
-        if count != seg.in_channels and max(trained_bands) <= count:
-            ref = replace(ref, bands=tuple(trained_bands))
-    ref = resolve_gsd(ref, seg, opts, native_gsd)
-    if opts.rotated_view is not None and getattr(seg, "rotated_view", None) is None:
-        raise ModelError(f"model '{model.name}': has no rotated view (a Mask R-CNN checkpoint has)")
-    with ref.open() as sc:
-        check_bands(sc, seg, model)
-        grid = make_grid(sc, seg, opts)
-        if opts.edge_margin is None:
-            opts = replace(opts, edge_margin=max(4, grid.overlap // 4))
-        meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
-        gsd = {"native_gsd_m": sc.native_gsd, "gsd_m": sc.gsd if sc.gsd is not None else sc.native_gsd}
-        ref = sc.ref
-    tiles = grid.tiles()
-    batches = [tiles[i : i + opts.batch_size] for i in range(0, len(tiles), opts.batch_size)]
-    tasks = [dask.delayed(run_batch, pure=True)(ref, model, b, grid.tile_shape, opts, cache) for b in batches]
-    results = _compute(tasks, opts.workers, progress, scheduler)
-    parts = [p for r in results for p in r.parts]
-    tiles_by_index = {t.index: t for t in tiles}
-    if seg.task == "instance":
-        objects = merge_instances(
-            parts, tiles_by_index, iou_threshold=opts.iou_threshold, ios_threshold=opts.ios_threshold
-        )
-    else:
-        objects = dissolve_semantic(parts)
-    min_area = resolve_min_area(opts, seg)
-    if min_area > 0:  # on whole objects: filtering tile parts would depend on the tiling
-        objects = drop_small(objects, min_area)
-    features = to_features(objects, seg, model, meta)
-    features, outside = apply_object_limits(features, seg, opts)
-    stats = {
-        "scene": meta["path"],
-        "width": grid.width,
-        "height": grid.height,
-        "tile_size": grid.size,
-        "overlap": grid.overlap,
-        **{k: round(v, 4) if v is not None else None for k, v in gsd.items()},
-        "tiles": len(tiles),
-        "tiles_run": sum(r.tiles_run for r in results),
-        "tiles_skipped": sum(r.tiles_skipped for r in results),
-        "tile_parts": len(parts),
-        "objects": len(features),
-        "objects_outside_limits": outside,
-        "model_seconds": sum(r.model_seconds for r in results),
-        "seconds": time.perf_counter() - started,
-    }
-    return SceneResult(features, stats)
+    from geoseg.engine import run_scene
+
+    outcome = run_scene(scene, model, opts, progress=progress, scheduler=scheduler, cache=cache)
+    return SceneResult(outcome.features, outcome.stats)
 
 
 def resolve_gsd(ref: SceneRef, seg: Segmenter, opts: PredictOptions, native: float | None) -> SceneRef:
@@ -370,44 +305,3 @@ def make_grid(scene: Scene, seg: Segmenter, opts: PredictOptions) -> TileGrid:
         )  # fmt: skip
     except ValueError as exc:
         raise ModelError(f"tiling of '{scene.path}': {exc}") from exc
-
-
-def _compute(tasks: list, workers: int, progress, scheduler) -> list[BatchResult]:
-    if scheduler is not None:  # a dask.distributed Client
-        from dask.distributed import as_completed
-
-        futures = scheduler.compute(tasks)
-        try:
-            for done, future in enumerate(as_completed(futures), 1):
-                if future.status == "error":  # fail fast: the scene is lost, free the cluster
-                    future.result()
-                if progress:
-                    progress(done, len(tasks))
-            return scheduler.gather(futures)
-        except BaseException:
-            scheduler.cancel(futures)
-            raise
-    previous = _configure_torch_threads(workers)
-    try:
-        with _ProgressCallback(progress, len(tasks)):
-            # One worker runs the graph in this thread (torch's thread pool is already warm here);
-            # pass scheduler functions, not names: a name makes dask import distributed.
-            if workers <= 1:
-                return list(dask.compute(*tasks, scheduler=dask.local.get_sync))
-            return list(dask.compute(*tasks, scheduler=dask.threaded.get, num_workers=workers))
-    finally:
-        if previous is not None:
-            sys.modules["torch"].set_num_threads(previous)
-
-
-class _ProgressCallback(Callback):
-    """Reports finished batches of the local scheduler to ``progress(done, total)``."""
-
-    def __init__(self, progress, total: int) -> None:
-        super().__init__()
-        self.progress, self.total, self.done = progress, total, 0
-
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        self.done += 1
-        if self.progress:
-            self.progress(self.done, self.total)

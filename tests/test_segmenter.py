@@ -102,6 +102,6 @@ def test_torch_tensors_are_accepted(tmp_path):
     import geoseg.segmenter as s
 
     spec = ModelSpec("test:torch_out")
-    s._cache[spec.key] = TorchOut(threshold=100)
+    s._cache[(spec.key, "cpu")] = TorchOut(threshold=100)
     got = predict_scene(path, spec, PredictOptions(tile_size=64, overlap=8)).features
     assert len(got) == 1 and got["area_px"].iloc[0] == 100

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import sys
-import warnings
 
 import click
 
@@ -21,12 +20,13 @@ from geoseg.cli.options import (
     overwrite_opt,
     parse_model_args,
 )
-from geoseg.masks import write_pixel_geojson
-from geoseg.output import check_writable, format_for, write_vectors
-from geoseg.pipeline import PredictOptions, predict_scene
+from geoseg.engine import Outputs, run_scene
+from geoseg.errors import GeosegError
+from geoseg.output import check_writable, format_for
+from geoseg.pipeline import PredictOptions
 from geoseg.scene import SceneRef
-from geoseg.segmenter import ModelSpec, get_segmenter
-from geoseg.semantic import open_check, parse_slices, predict_semantic
+from geoseg.segmenter import ModelSpec, check_device, default_batch_size, get_segmenter
+from geoseg.semantic import open_check, parse_slices
 
 
 class _Gsd(click.ParamType):
@@ -66,7 +66,10 @@ GSD = _Gsd()
 @click.option(
     "--overlap", type=click.IntRange(0), default=None, help="Tile overlap (default: the model's, else 64)."
 )
-@click.option("--batch-size", type=click.IntRange(1), default=4, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(1), default=None,
+    help="Tiles per forward pass (default: 4 on a CPU, 16 on a GPU).",
+)  # fmt: skip
 @click.option("--score-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option("--mask-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option(
@@ -92,6 +95,10 @@ GSD = _Gsd()
     "time (Mask R-CNN). Default: the checkpoint's setting.",
 )  # fmt: skip
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Parallel workers.")
+@click.option(
+    "--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+    help="Where the model runs: auto takes a GPU where there is one.",
+)  # fmt: skip
 @click.option("--stats", "stats_path", default=None, help="Also write run statistics as JSON here.")
 @click.option(
     "--blend", type=click.Choice(BLENDS), default="gaussian", show_default=True,
@@ -110,7 +117,7 @@ GSD = _Gsd()
 @click.pass_context
 def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, tile_size, overlap,
             batch_size, score_threshold, mask_threshold, min_area, any_size, gsd, rotated_view, workers,
-            stats_path, blend, mask_path, slice_axis, slice_list, hu_window):  # fmt: skip
+            device, stats_path, blend, mask_path, slice_axis, slice_list, hu_window):  # fmt: skip
     """Segment SCENE tile by tile and write the merged objects.
 
     \b
@@ -138,8 +145,8 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
         raise click.BadParameter(str(exc)) from None
     if window is not None and len(window) != 2:
         raise click.BadParameter(f"'{hu_window}' is not CENTER,WIDTH", param_hint="--hu-window")
-    pixel_space = open_check(ref, axis=slice_axis, hu_window=window)
-    semantic = get_segmenter(spec).task == "semantic"
+    open_check(ref, axis=slice_axis, hu_window=window)
+    semantic = get_segmenter(spec, "cpu").task == "semantic"
     if mask_path is not None and not semantic:
         raise click.BadParameter("masks are written for semantic models only", param_hint="--mask")
     if semantic and gsd:
@@ -148,10 +155,14 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
         )
     if semantic and rotated_view:
         raise click.BadParameter("the rotated view is for Mask R-CNN models", param_hint="--rotated-view")
+    try:
+        device = check_device(device)
+    except GeosegError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
     opts = PredictOptions(
         tile_size=tile_size,
         overlap=overlap,
-        batch_size=batch_size,
+        batch_size=batch_size or default_batch_size(device),
         score_threshold=score_threshold,
         mask_threshold=mask_threshold,
         min_area=min_area,
@@ -159,27 +170,21 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
         gsd=gsd,
         rotated_view=rotated_view,
         workers=workers,
+        device=device,
     )
     quiet = ctx.obj.get("quiet", False)
+    semantic_options = (
+        {"blend": blend, "mask_path": mask_path, "axis": slice_axis, "slices": slices, "hu_window": window}
+        if semantic
+        else {}
+    )
     with _progress(enabled=not quiet and sys.stderr.isatty()) as progress:
-        if semantic:
-            result = predict_semantic(
-                ref, spec, opts, blend=blend, mask_path=mask_path, overwrite=overwrite, axis=slice_axis,
-                slices=slices, hu_window=window, progress=progress,
-            )  # fmt: skip
-        else:
-            result = predict_scene(ref, spec, opts, progress=progress)
-    if pixel_space and fmt == "geojson" and result.features.crs is None:
-        write_pixel_geojson(result.features, output, overwrite=overwrite)
-    else:
-        with warnings.catch_warnings():
-            if pixel_space:  # pixel coordinates are what a slice's outlines are meant to have
-                warnings.filterwarnings("ignore", message="'crs' was not provided")
-            write_vectors(result.features, output, fmt=fmt, overwrite=overwrite)
+        outcome = run_scene(ref, spec, opts, Outputs(vectors=output, fmt=fmt, overwrite=overwrite),
+                            progress=progress, **semantic_options)  # fmt: skip
     if stats_path:
-        write_json(stats_path, result.stats, overwrite=overwrite)
+        write_json(stats_path, outcome.stats, overwrite=overwrite)
     if not quiet:
-        s = result.stats
+        s = outcome.stats
         native, used = s.get("native_gsd_m"), s.get("gsd_m")
         resampled = (
             f" at {used:g} m (resampled from {native:g} m)" if native and used and native != used else ""

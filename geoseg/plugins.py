@@ -3,10 +3,14 @@
 ``geoseg.plugins:threshold_instances`` finds each 4-connected region above a threshold as one
 instance; ``geoseg.plugins:threshold_semantic`` gives a pointwise foreground probability. Both are
 deterministic and pointwise, so tiled output must equal whole-image output exactly.
+``geoseg.plugins:latency_instances`` is ``threshold_instances`` that also waits a fixed time per tile,
+as a GPU-bound detector would keep its caller waiting without using its CPU: with it, N workers
+on a machine of fewer cores still show whether geoseg keeps N workers busy.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,6 +61,19 @@ class ThresholdInstances:
         return out
 
 
+class LatencyInstances(ThresholdInstances):
+    """:class:`ThresholdInstances` that sleeps ``seconds_per_tile`` for every tile it is given."""
+
+    def __init__(self, *, seconds_per_tile: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.seconds_per_tile = float(seconds_per_tile)
+        self.name = f"latency_instances({self.seconds_per_tile:g} s/tile, threshold={self.threshold:g})"
+
+    def predict(self, tiles: np.ndarray) -> list[dict]:
+        time.sleep(self.seconds_per_tile * len(tiles))
+        return super().predict(tiles)
+
+
 class ThresholdSemantic:
     """Semantic segmenter: P(foreground) = sigmoid(sharpness * (band - threshold)), pointwise."""
 
@@ -86,4 +103,5 @@ class ThresholdSemantic:
 
 #: factories for ``--model geoseg.plugins:threshold_instances`` / ``...:threshold_semantic``
 threshold_instances = ThresholdInstances
+latency_instances = LatencyInstances
 threshold_semantic = ThresholdSemantic

@@ -47,3 +47,48 @@ def short_of_edges(stop: int = 12, threshold: float = 100) -> object:
             return out
 
     return ShortOfEdges(threshold=threshold)
+
+
+#: concurrent predict calls of :func:`concurrency_probe` models in this process: now, and at most
+PROBE = {"now": 0, "peak": 0}
+
+
+def concurrency_probe(seconds: float = 0.2, threshold: float = 100) -> object:
+    """The threshold instance model, holding each batch for ``seconds`` and counting how many of
+    its forward passes run at once in this process (``PROBE``)."""
+    import threading
+    import time
+
+    from geoseg.plugins import ThresholdInstances
+
+    lock = threading.Lock()
+
+    class Probe(ThresholdInstances):
+        def predict(self, tiles):
+            with lock:
+                PROBE["now"] += 1
+                PROBE["peak"] = max(PROBE["peak"], PROBE["now"])
+            try:
+                time.sleep(seconds)
+                return super().predict(tiles)
+            finally:
+                with lock:
+                    PROBE["now"] -= 1
+
+    return Probe(threshold=threshold)
+
+
+def semantic_failing_after(calls: int = 1) -> object:
+    """The threshold semantic model, whose forward pass fails from its ``calls + 1``-th call on."""
+    from geoseg.plugins import ThresholdSemantic
+
+    class Failing(ThresholdSemantic):
+        seen = 0
+
+        def predict(self, tiles):
+            Failing.seen += 1
+            if Failing.seen > calls:
+                raise RuntimeError("the device fell off the bus")
+            return super().predict(tiles)
+
+    return Failing(threshold=100)

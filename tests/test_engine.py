@@ -1,0 +1,127 @@
+"""The execution engine: many scenes in flight, a bounded window of batches, reductions as tasks,
+the same results locally and on dask.distributed, forward passes routed to GPU workers."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pytest
+
+from geoseg.engine import LocalRunner, Outputs, execute, prepare
+from geoseg.pipeline import PredictOptions, predict_scene
+from geoseg.segmenter import ModelSpec
+from tests import factories
+from tests.helpers import objects_array, write_raster
+
+THRESHOLD = ModelSpec("geoseg.plugins:threshold_instances", (("threshold", 100),))
+PROBE = ModelSpec("tests.factories:concurrency_probe", (("seconds", 0.3),))
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine")
+    return [write_raster(root / f"s{i}.tif", objects_array(300, 300, seed=i)) for i in range(4)]
+
+
+def _run(scenes, model, opts, runner, out_dir=None, window=None):
+    done = {}
+
+    def prep(path):
+        outputs = Outputs(vectors=str(out_dir / f"{path.stem}.gpkg")) if out_dir else Outputs()
+        return prepare(path, model, opts, outputs)
+
+    execute(scenes, prep, runner, window=window,
+            on_done=lambda item, outcome, error: done.setdefault(item.stem, (outcome, error)))  # fmt: skip
+    return done
+
+
+def test_scenes_are_in_flight_together(scenes):
+    """Four one-batch scenes on four threads: their forward passes overlap. Run one scene after
+    another, as geoseg run used to, they never would."""
+    factories.PROBE.update(now=0, peak=0)
+    runner = LocalRunner(4)
+    try:
+        done = _run(scenes, PROBE, PredictOptions(tile_size=512, batch_size=4), runner)
+    finally:
+        runner.close()
+    assert sorted(done) == ["s0", "s1", "s2", "s3"] and all(e is None for _, e in done.values())
+    assert factories.PROBE["peak"] == 4
+
+
+def test_the_window_bounds_batches_in_flight(scenes):
+    factories.PROBE.update(now=0, peak=0)
+    runner = LocalRunner(4)
+    try:
+        done = _run(scenes, PROBE, PredictOptions(tile_size=128, overlap=16, batch_size=1), runner, window=2)
+    finally:
+        runner.close()
+    assert all(e is None for _, e in done.values())
+    assert factories.PROBE["peak"] == 2  # four threads, but never more than two batches at once
+
+
+def test_outputs_are_written_by_the_reduction_and_match_predict_scene(scenes, tmp_path):
+    runner = LocalRunner(2)
+    try:
+        done = _run(scenes, THRESHOLD, PredictOptions(tile_size=128, overlap=16), runner, out_dir=tmp_path)
+    finally:
+        runner.close()
+    for path in scenes:
+        outcome, error = done[path.stem]
+        assert error is None and outcome.features is None  # written, not sent back
+        got = gpd.read_file(tmp_path / f"{path.stem}.gpkg")
+        want = predict_scene(path, THRESHOLD, PredictOptions(tile_size=128, overlap=16)).features
+        assert len(got) == len(want) == outcome.stats["objects"] > 0
+        assert np.allclose(np.sort(got.area.to_numpy()), np.sort(want.area.to_numpy()))
+
+
+def test_a_bad_scene_fails_alone(scenes, tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not a raster")
+    runner = LocalRunner(2)
+    try:
+        done = _run([scenes[0], bad, scenes[1]], THRESHOLD, PredictOptions(tile_size=128), runner)
+    finally:
+        runner.close()
+    assert done["bad"][1] is not None and "bad.tif" in str(done["bad"][1])
+    assert done["s0"][1] is None and done["s1"][1] is None
+
+
+def test_a_failing_batch_fails_its_scene_and_leaves_no_mask(tmp_path):
+    path = write_raster(tmp_path / "s.tif", objects_array(400, 400, seed=3))
+    model = ModelSpec("tests.factories:semantic_failing_after", (("calls", 2),))
+    done = {}
+    runner = LocalRunner(1)
+    try:
+        execute(
+            [path], lambda p: prepare(p, model, PredictOptions(tile_size=128, overlap=16, batch_size=1),
+                                      Outputs(vectors=str(tmp_path / "o.gpkg")), mask_path=tmp_path / "m.tif"),
+            runner, on_done=lambda i, o, e: done.setdefault("s", (o, e)),
+        )  # fmt: skip
+    finally:
+        runner.close()
+    assert "fell off the bus" in str(done["s"][1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]  # no mask, no outlines, no temporaries
+
+
+@pytest.mark.slow
+def test_forward_passes_go_to_gpu_workers(scenes):
+    """A cluster with one worker declaring a GPU resource: every forward pass runs there, and the
+    polygonising is a task of its own; the objects are those of a local run."""
+    from distributed import Client, Scheduler, SpecCluster, Worker, get_task_stream
+
+    workers = {
+        "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+        "cpu": {"cls": Worker, "options": {"nthreads": 1}},
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    opts = PredictOptions(tile_size=128, overlap=16, batch_size=2)
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster, Client(cluster) as client:
+        gpu = next(a for a, w in client.scheduler_info()["workers"].items() if w["resources"].get("GPU"))
+        with get_task_stream(client) as stream:
+            remote = predict_scene(scenes[0], THRESHOLD, opts, scheduler=client).features
+        tasks = [(t["key"][0] if isinstance(t["key"], tuple) else t["key"], t["worker"]) for t in stream.data]
+    infer = [w for k, w in tasks if str(k).startswith("infer_instances")]
+    vectorise = [w for k, w in tasks if str(k).startswith("vectorise_instances")]
+    assert infer and len(infer) == len(vectorise) and set(infer) == {gpu}
+    local = predict_scene(scenes[0], THRESHOLD, opts).features
+    assert len(remote) == len(local) and np.allclose(remote.area.sum(), local.area.sum())

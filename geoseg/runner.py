@@ -2,10 +2,12 @@
 
 State lives in the tile store, in the job's own folder (``<store>/<job name>/``):
 
-``manifest.json``
-    one record per scene: input fingerprint, model hash, parameter hash, status (``running``,
-    ``done``, ``failed``), outputs, object count, timings, error. Rewritten atomically after every
-    change by the one process that runs the job.
+``state.sqlite``
+    the run state (:mod:`geoseg.runstate`): one row per scene with its input fingerprint, model
+    hash, parameter hash, status (``running``, ``done``, ``failed``), outputs, object count,
+    timings and error, and the combined layer's state. Each change is one synced SQLite
+    transaction on one row, by the one process that runs the job; the ``manifest.json`` of
+    earlier versions is imported by the first run that finds it.
 ``lock``
     held with ``flock`` while a run is going; the kernel drops it when the process dies, so a
     killed run never leaves a stale lock behind.
@@ -41,7 +43,7 @@ from geoseg.errors import GeosegError
 from geoseg.jobs import Job, ScenePlan, expand_inputs, inside
 from geoseg.output import FORMATS, write_vectors
 from geoseg.pipeline import PredictOptions, predict_scene
-from geoseg.runstate import Manifest
+from geoseg.runstate import RunState
 from geoseg.scene import SceneRef
 from geoseg.segmenter import ModelSpec, get_segmenter
 from geoseg.tilecache import TileCache
@@ -123,16 +125,16 @@ class Step:
 
 
 def plan_steps(
-    job: Job, model: ModelSpec, manifest: Manifest, *, force: bool = False, scenes: list | None = None
+    job: Job, model: ModelSpec, state: RunState, *, force: bool = False, scenes: list | None = None
 ) -> list[Step]:
     scenes = expand_inputs(job) if scenes is None else scenes
     params = job.params_hash()
     steps = []
     for plan in scenes:
         fp = fingerprint(plan)
-        rec = manifest.scenes.get(plan.key)
+        rec = state.get(plan.key)
         if rec is None:
-            action, reason = "new", "not in the manifest"
+            action, reason = "new", "not in the run state"
         elif rec.get("href") != plan.href and rec.get("status") == "done":
             action, reason = "changed", f"now read from {plan.href}"
         elif rec.get("fingerprint") != fp:
@@ -236,11 +238,10 @@ def run_job(
     t0 = time.perf_counter()
     scenes = expand_inputs(job)  # a job that cannot run fails here, before anything is touched
     get_segmenter(model)
-    with job_lock(job.job_dir, job.name):
+    with job_lock(job.job_dir, job.name), RunState.open(job.job_dir, job.name) as state:
         os.makedirs(job.out_dir, exist_ok=True)
         _remove_stale_temporaries(job)
-        manifest = Manifest.load(os.path.join(job.job_dir, "manifest.json"), job.name)
-        steps = plan_steps(job, model, manifest, force=force, scenes=scenes)
+        steps = plan_steps(job, model, state, force=force, scenes=scenes)
         todo = [s for s in steps if s.action != "skip"]
         events("run_start", f"job {job.name}: {len(steps)} scenes, {len(todo)} to process",
                job=job.name, scenes=len(steps), todo=len(todo))  # fmt: skip
@@ -262,7 +263,7 @@ def run_job(
             )
             for n, step in enumerate(steps, 1):
                 if step.action == "skip":
-                    rec = manifest.scenes[step.plan.key]
+                    rec = state.get(step.plan.key)
                     report.scenes.append(
                         {"scene": step.plan.key, "href": step.plan.href, "result": "skipped",
                          "reason": step.reason, "objects": rec.get("objects", 0)}
@@ -272,8 +273,8 @@ def run_job(
                     continue
                 if progress:
                     progress.scene(n, len(steps), step.plan.key)
-                report.scenes.append(_run_scene(job, model, opts, step, manifest, client, events, progress))
-        report.combined = _write_combined(job, manifest, events)
+                report.scenes.append(_run_scene(job, model, opts, step, state, client, events, progress))
+        report.combined = _write_combined(job, state, events)
         report.finished = _now()
         report.seconds = time.perf_counter() - t0
         if job.report:
@@ -291,7 +292,7 @@ def _scene_output(job: Job, plan: ScenePlan) -> str:
     return os.path.relpath(inside(job.out_dir, plan.key + ext), os.path.realpath(job.out_dir))
 
 
-def _run_scene(job, model, opts, step: Step, manifest: Manifest, client, events, progress) -> dict:
+def _run_scene(job, model, opts, step: Step, state: RunState, client, events, progress) -> dict:
     plan = step.plan
     params = job.params_hash()
     cache_dir = os.path.join(
@@ -307,10 +308,9 @@ def _run_scene(job, model, opts, step: Step, manifest: Manifest, client, events,
         "status": "running",
         "started": _now(),
     }
-    previous = manifest.scenes.get(plan.key, {})
+    previous = state.get(plan.key) or {}
     rec["attempts"] = previous.get("attempts", 0) + 1 if step.action in ("retry", "resume") else 1
-    manifest.scenes[plan.key] = rec
-    manifest.save()
+    state.put(plan.key, rec)
     _drop_stale_caches(job, plan.key, cache_dir)
     events("scene_start", f"{plan.key}: {step.action} ({step.reason})", scene=plan.key, action=step.action)
     t0 = time.perf_counter()
@@ -332,7 +332,7 @@ def _run_scene(job, model, opts, step: Step, manifest: Manifest, client, events,
     except Exception as exc:  # one bad scene never sinks the run
         rec.update(status="failed", error=_one_line(exc), finished=_now(), outputs=[])
         rec["seconds"] = round(time.perf_counter() - t0, 3)
-        manifest.save()
+        state.put(plan.key, rec)
         events("scene_failed", f"{plan.key}: FAILED: {rec['error']}", scene=plan.key, error=rec["error"])
         log.debug("scene %s failed", plan.key, exc_info=True)
         return {"scene": plan.key, "href": plan.href, "result": "failed", "error": rec["error"],
@@ -349,7 +349,7 @@ def _run_scene(job, model, opts, step: Step, manifest: Manifest, client, events,
         tiles_run=s["tiles_run"],
         seconds=round(seconds, 3),
     )
-    manifest.save()
+    state.put(plan.key, rec)
     shutil.rmtree(cache_dir, ignore_errors=True)
     tps = s["tiles_run"] / seconds if seconds > 0 else 0.0
     events("scene_done", f"{plan.key}: {s['objects']} objects, {s['tiles_run']} tiles, {seconds:.1f} s "
@@ -379,19 +379,19 @@ def _drop_stale_caches(job: Job, key: str, keep: str) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_combined(job: Job, manifest: Manifest, events) -> str | None:
+def _write_combined(job: Job, state: RunState, events) -> str | None:
     """One layer of every done scene's objects (EPSG:4326), rebuilt only when a scene changed."""
     if job.combined == "none":
         return None
     ext = FORMATS[job.combined][0]
     path = inside(job.out_dir, job.name + ext)
-    done = sorted((k, r) for k, r in manifest.scenes.items() if r.get("status") == "done")
-    state = hashlib.sha256(
+    done = state.records("done")  # sorted by key
+    digest = hashlib.sha256(
         json.dumps(
             [(k, r["fingerprint"], r["model_hash"], r["params_hash"], r["finished"]) for k, r in done]
         ).encode()
     ).hexdigest()[:16]
-    if manifest.combined.get("state") == state and os.path.exists(path):
+    if state.combined.get("state") == digest and os.path.exists(path):
         return os.path.basename(path)
     import geopandas as gpd
     import pandas as pd
@@ -409,8 +409,7 @@ def _write_combined(job: Job, manifest: Manifest, events) -> str | None:
     if "id" in gdf.columns:  # ids are per scene; the combined layer numbers its features anew
         gdf = gdf.rename(columns={"id": "scene_id"})
     write_vectors(gdf, path, fmt=job.combined, overwrite=True, layer=job.name)
-    manifest.combined = {"state": state, "path": os.path.basename(path), "written": _now()}
-    manifest.save()
+    state.set_combined({"state": digest, "path": os.path.basename(path), "written": _now()})
     events("combined", f"combined layer: {len(gdf)} objects -> {os.path.basename(path)}", objects=len(gdf))
     return os.path.basename(path)
 
@@ -418,5 +417,5 @@ def _write_combined(job: Job, manifest: Manifest, events) -> str | None:
 def dry_run(job: Job, *, force: bool = False) -> list[Step]:
     """What a run would do, and why; touches nothing."""
     model = ModelSpec(job.model, job.model_args)
-    manifest = Manifest.load(os.path.join(job.job_dir, "manifest.json"), job.name)
-    return plan_steps(job, model, manifest, force=force)
+    with RunState.open(job.job_dir, job.name, readonly=True) as state:
+        return plan_steps(job, model, state, force=force)

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from geoseg.cli.main import cli
 from geoseg.jobs import load_job
 from geoseg.runner import job_lock
+from geoseg.runstate import RunState
 from tests.helpers import objects_array, write_raster
 
 GEOSEG = [sys.executable, "-m", "geoseg.cli.main"]
@@ -95,10 +96,11 @@ def test_archive_failure_recorded_then_fixed(tmp_path, real_data):
     ]
     assert features(out / "scene-d.geojson") == []  # all nodata: done, nothing found
     assert len(features(out / "scene-a.geojson")) > 20
-    manifest = json.loads((tmp_path / "tiles" / "archive" / "manifest.json").read_text())
-    c = manifest["scenes"]["scene-c"]
+    with RunState.open(str(tmp_path / "tiles" / "archive"), "archive", readonly=True) as state:
+        scenes = dict(state.records())
+    c = scenes["scene-c"]
     assert c["status"] == "failed" and "cannot read window" in c["error"] and "c.tif" in c["error"]
-    assert {k: v["status"] for k, v in manifest["scenes"].items()} == {
+    assert {k: v["status"] for k, v in scenes.items()} == {
         "scene-a": "done", "scene-b": "done", "scene-c": "failed", "scene-d": "done"
     }  # fmt: skip
     report = json.loads((out / "archive.report.json").read_text())

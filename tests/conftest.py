@@ -1,4 +1,4 @@
-"""Shared helpers: small generated rasters and the real rasters in ../shared/data/real."""
+"""Shared fixtures: the real CC0 test rasters in tests/data (see their README there)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture
 def real_data(tmp_path) -> Path:
-    """A private copy of the real CC0 rasters (see their README in ../shared/data/real)."""
+    """A private copy of the real CC0 rasters of tests/data."""
     if not REAL.exists():
         pytest.fail(f"real test rasters not found at {REAL}")
     dst = tmp_path / "real"

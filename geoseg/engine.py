@@ -89,7 +89,6 @@ class SceneWork:
     sinks: dict | None = None  # mask / erase / probabilities callbacks (in-process runs only)
     outlines: bool = True
     image_names: list[str] = field(default_factory=list)  # per image, for a volume's slices
-    started: float = field(default_factory=time.perf_counter)
 
     def batches(self) -> list[tuple[int, list[Tile]]]:
         """``(image, tiles)`` of every batch, image after image, tiles in row-major order."""
@@ -203,6 +202,7 @@ class _Live:
 
     item: Any
     work: SceneWork
+    started: float  # time.perf_counter() on the client, when the scene was prepared
     futures: list = field(default_factory=list)
     finished: bool = False
 
@@ -236,6 +236,8 @@ def execute(
             live.work.cleanup()
         live.futures = []  # drop the references: a cluster frees the batches' results
         state["open"] -= 1
+        if outcome is not None:  # measured here: clocks of other processes are not comparable
+            outcome.stats["seconds"] = time.perf_counter() - live.started
         if on_done:
             on_done(live.item, outcome, error)
 
@@ -262,13 +264,14 @@ def execute(
     for item in items:
         if on_start:
             on_start(item)
+        started = time.perf_counter()
         try:
             work = prepare(item)
         except Exception as exc:  # a bad scene fails alone, before anything is submitted
             if on_done:
                 on_done(item, None, exc)
             continue
-        live = _Live(item, work)
+        live = _Live(item, work, started)
         state["open"] += 1
         try:
             _submit_scene(live, runner, watch, make_room, state, window)
@@ -456,7 +459,6 @@ def _deliver(work: SceneWork, features: gpd.GeoDataFrame, stats: dict) -> SceneO
         write_features(features, out.vectors, fmt=out.fmt, overwrite=out.overwrite,
                        pixel_space=work.pixel_space, layer=out.layer)  # fmt: skip
         fault_point("scene-written")
-    stats["seconds"] = time.perf_counter() - work.started
     keep = out.keep or out.vectors is None
     return SceneOutcome(stats, features if keep else None)
 

@@ -70,6 +70,11 @@ SCHEMA = (
                     "any_size": (_BOOL, False),
                     "gsd": (("number|word", ("native",)), False),
                     "rotated_view": (_BOOL, False),
+                    "blend": (("constant", "cosine", "gaussian"), False),
+                    "slices": (_STR, False),
+                    "slice_axis": (_INT, False),
+                    "hu_window": (("list", _FLOAT), False),
+                    "device": (_STR, False),
                 },
             ),
             False,
@@ -80,6 +85,7 @@ SCHEMA = (
                 {
                     "dir": (_STR, True),
                     "scene_format": (tuple(FORMATS), False),
+                    "mask": (("tif", "png", "npy", "nii", "nii.gz"), False),
                     "combined": (("gpkg", "parquet", "none"), False),
                     "report": (_BOOL, False),
                 },
@@ -130,15 +136,21 @@ class Job:
     model_args: tuple[tuple[str, Any], ...] = ()
     tile_size: int | None = None
     overlap: int | None = None
-    batch_size: int = 4
+    batch_size: int | None = None  # None: 4 on a CPU, 16 on a GPU
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
     min_area: float | None = None
     any_size: bool = False
     gsd: float | None = None  # 0: the scene's own grid (see PredictOptions)
     rotated_view: bool | None = None
+    blend: str = "gaussian"
+    slices: tuple[int, ...] | None = None  # of stacks and volumes; None: every slice
+    slice_axis: int | None = None
+    hu_window: tuple[float, float] | None = None
+    device: str = "auto"
     out_dir: str = ""
     scene_format: str = "geojson"
+    mask: str | None = None  # semantic models: each scene's class mask as <scene>.mask.<ext>
     combined: str = "gpkg"
     report: bool = True
     store: str = ""
@@ -168,6 +180,15 @@ class Job:
             params["gsd"] = self.gsd
         if self.rotated_view is not None:
             params["rotated_view"] = self.rotated_view
+        # semantic settings, each absent at its default, so older manifests keep their hash
+        for key, value, default in (
+            ("blend", self.blend, "gaussian"),
+            ("slices", self.slices, None),
+            ("slice_axis", self.slice_axis, None),
+            ("hu_window", self.hu_window, None),
+        ):
+            if value != default:
+                params[key] = value
         return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -334,6 +355,27 @@ def _build(data: dict, path: Path, lines: dict) -> Job:
         if v is not None and v < lo:
             raise JobError(f"{_where(path, key, lines)}'{key}' must be at least {lo} (got {v})")
     store = data.get("store") or os.environ.get("GEOSEG_STORE") or "tiles"
+    slices = None
+    if "slices" in predict:
+        from geoseg.semantic import parse_slices
+
+        try:
+            slices = tuple(parse_slices(predict["slices"]))
+        except ValueError as exc:
+            raise JobError(f"{_where(path, 'predict.slices', lines)}'predict.slices': {exc}") from None
+    hu_window = predict.get("hu_window")
+    if hu_window is not None and len(hu_window) != 2:
+        raise JobError(f"{_where(path, 'predict.hu_window', lines)}'predict.hu_window' is [center, width]")
+    if "slice_axis" in predict and predict["slice_axis"] not in (0, 1, 2):
+        raise JobError(f"{_where(path, 'predict.slice_axis', lines)}'predict.slice_axis' must be 0, 1 or 2")
+    device = predict.get("device", "auto")
+    from geoseg.segmenter import DEVICE
+
+    if not DEVICE.match(device):
+        raise JobError(
+            f"{_where(path, 'predict.device', lines)}'predict.device' must be auto, cpu, cuda or cuda:N "
+            f"(got {device!r})"
+        )
     return Job(
         path=str(path.resolve()),
         name=name,
@@ -342,15 +384,21 @@ def _build(data: dict, path: Path, lines: dict) -> Job:
         model_args=tuple(sorted((data.get("model_args") or {}).items())),
         tile_size=tiling.get("tile_size"),
         overlap=tiling.get("overlap"),
-        batch_size=tiling.get("batch_size", 4),
+        batch_size=tiling.get("batch_size"),
         score_threshold=float(predict.get("score_threshold", 0.5)),
         mask_threshold=float(predict.get("mask_threshold", 0.5)),
         min_area=None if predict.get("min_area") is None else float(predict["min_area"]),
         any_size=bool(predict.get("any_size", False)),
         gsd=None if "gsd" not in predict else (0.0 if predict["gsd"] == "native" else float(predict["gsd"])),
         rotated_view=predict.get("rotated_view"),
+        blend=predict.get("blend", "gaussian"),
+        slices=slices,
+        slice_axis=predict.get("slice_axis"),
+        hu_window=tuple(float(v) for v in hu_window) if hu_window is not None else None,
+        device=device,
         out_dir=absolute(outputs["dir"]),
         scene_format=outputs.get("scene_format", "geojson"),
+        mask=outputs.get("mask"),
         combined=outputs.get("combined", "gpkg"),
         report=outputs.get("report", True),
         store=absolute(store) if "store" in data else os.path.abspath(store),

@@ -38,14 +38,14 @@ from pathlib import Path
 
 from geoseg.atomic import write_text_atomic
 from geoseg.cluster import open_cluster
-from geoseg.env import fault_point
+from geoseg.engine import Outputs, execute, make_runner, prepare, torch_threads_for
 from geoseg.errors import GeosegError
-from geoseg.jobs import Job, ScenePlan, expand_inputs, inside
+from geoseg.jobs import Job, JobError, ScenePlan, expand_inputs, inside
 from geoseg.output import FORMATS, write_vectors
-from geoseg.pipeline import PredictOptions, predict_scene
+from geoseg.pipeline import PredictOptions
 from geoseg.runstate import RunState
 from geoseg.scene import SceneRef
-from geoseg.segmenter import ModelSpec, get_segmenter
+from geoseg.segmenter import ModelSpec, default_batch_size, get_segmenter
 from geoseg.tilecache import TileCache
 
 log = logging.getLogger("geoseg.run")
@@ -166,6 +166,8 @@ class RunReport:
     seconds: float = 0.0
     scenes: list[dict] = field(default_factory=list)
     combined: str | None = None
+    scenes_seconds: float = 0.0  # from the first scene's start to the last one's end
+    cluster_seconds: float = 0.0  # starting or joining the cluster, and loading the model on it
 
     def counts(self) -> dict[str, int]:
         c = {"done": 0, "skipped": 0, "failed": 0}
@@ -175,12 +177,14 @@ class RunReport:
 
     def as_dict(self) -> dict:
         tiles = sum(s.get("tiles_run", 0) for s in self.scenes if s["result"] == "done")
-        busy = sum(s.get("seconds", 0.0) for s in self.scenes if s["result"] == "done")
+        busy = self.scenes_seconds  # scenes overlap: the span they ran in, not the sum of their times
         return {
             "job": self.job,
             "started": self.started,
             "finished": self.finished,
             "seconds": round(self.seconds, 3),
+            "scenes_seconds": round(self.scenes_seconds, 3),
+            "cluster_seconds": round(self.cluster_seconds, 3),
             **self.counts(),
             "objects": sum(s.get("objects", 0) for s in self.scenes if s["result"] != "failed"),
             "tiles_run": tiles,
@@ -231,13 +235,20 @@ def run_job(
     progress=None,
 ) -> RunReport:
     """Run ``job``: every scene to do, then the combined layer and the report. Never raises for a
-    bad scene (it is recorded as failed); raises :class:`LockedError` if the job is running."""
+    bad scene (it is recorded as failed); raises :class:`LockedError` if the job is running.
+
+    Scenes run on :mod:`geoseg.engine`: several are in flight at once, each ends in a reduction
+    task that writes its outputs, and this process records each scene's state as it finishes."""
     events = events or Events(quiet=True)
     model = ModelSpec(job.model, job.model_args)
     report = RunReport(job.name, _now())
     t0 = time.perf_counter()
     scenes = expand_inputs(job)  # a job that cannot run fails here, before anything is touched
-    get_segmenter(model)
+    seg = get_segmenter(model, "cpu")
+    if job.mask and seg.task != "semantic":
+        raise JobError(
+            f"job '{job.path}': 'outputs.mask' needs a semantic model ('{model.name}' is {seg.task})"
+        )
     with job_lock(job.job_dir, job.name), RunState.open(job.job_dir, job.name) as state:
         os.makedirs(job.out_dir, exist_ok=True)
         _remove_stale_temporaries(job)
@@ -245,35 +256,42 @@ def run_job(
         todo = [s for s in steps if s.action != "skip"]
         events("run_start", f"job {job.name}: {len(steps)} scenes, {len(todo)} to process",
                job=job.name, scenes=len(steps), todo=len(todo))  # fmt: skip
-        with open_cluster(
-            workers if workers is not None else job.workers, processes=job.processes,
-            threads_per_worker=job.threads_per_worker, address=scheduler or job.scheduler, events=events,
-        ) as (client, local_workers):
-            opts = PredictOptions(
-                tile_size=job.tile_size,
-                overlap=job.overlap,
-                batch_size=job.batch_size,
-                score_threshold=job.score_threshold,
-                mask_threshold=job.mask_threshold,
-                min_area=job.min_area,
-                object_limits=not job.any_size,
-                gsd=job.gsd,
-                rotated_view=job.rotated_view,
-                workers=local_workers,
-            )
-            for n, step in enumerate(steps, 1):
-                if step.action == "skip":
-                    rec = state.get(step.plan.key)
-                    report.scenes.append(
-                        {"scene": step.plan.key, "href": step.plan.href, "result": "skipped",
-                         "reason": step.reason, "objects": rec.get("objects", 0)}
-                    )  # fmt: skip
-                    events("scene_skipped", f"[{n}/{len(steps)}] {step.plan.key}: skipped ({step.reason})",
-                           scene=step.plan.key)  # fmt: skip
-                    continue
-                if progress:
-                    progress.scene(n, len(steps), step.plan.key)
-                report.scenes.append(_run_scene(job, model, opts, step, state, client, events, progress))
+        rows: dict[str, dict] = {}
+        for n, step in enumerate(steps, 1):
+            if step.action == "skip":
+                rec = state.get(step.plan.key) or {}
+                rows[step.plan.key] = {"scene": step.plan.key, "href": step.plan.href, "result": "skipped",
+                                       "reason": step.reason, "objects": rec.get("objects", 0)}  # fmt: skip
+                events("scene_skipped", f"[{n}/{len(steps)}] {step.plan.key}: skipped ({step.reason})",
+                       scene=step.plan.key)  # fmt: skip
+        if todo:
+            started = time.perf_counter()
+            with open_cluster(
+                workers if workers is not None else job.workers,
+                processes=job.processes,
+                threads_per_worker=job.threads_per_worker,
+                address=scheduler or job.scheduler,
+                events=events,
+            ) as (client, local_workers):
+                opts = job_options(job, local_workers)
+                if client is not None:  # each worker loads the model once, before the clock starts
+                    client.run(warm_up, model, opts.device)
+                report.cluster_seconds = time.perf_counter() - started
+                scene_run = _SceneRun(job, model, opts, state, events, progress, rows, local=client is None)
+                scene_run.total = len(todo)
+                runner = make_runner(local_workers, client)
+                previous = torch_threads_for(local_workers) if client is None else None
+                t_scenes = time.perf_counter()
+                try:
+                    tiles = progress.tiles if progress else None
+                    execute(todo, scene_run.prepare, runner, on_start=scene_run.start, on_done=scene_run.done,
+                            progress=tiles)  # fmt: skip
+                finally:
+                    runner.close()
+                    if previous is not None:
+                        sys.modules["torch"].set_num_threads(previous)
+                report.scenes_seconds = time.perf_counter() - t_scenes
+        report.scenes = [rows[s.plan.key] for s in steps]
         report.combined = _write_combined(job, state, events)
         report.finished = _now()
         report.seconds = time.perf_counter() - t0
@@ -287,77 +305,122 @@ def run_job(
     return report
 
 
+def job_options(job: Job, workers: int) -> PredictOptions:
+    """The job's prediction settings, as :func:`geoseg.pipeline.predict_scene` takes them."""
+    return PredictOptions(
+        tile_size=job.tile_size,
+        overlap=job.overlap,
+        batch_size=job.batch_size or default_batch_size(job.device),
+        score_threshold=job.score_threshold,
+        mask_threshold=job.mask_threshold,
+        min_area=job.min_area,
+        object_limits=not job.any_size,
+        gsd=job.gsd,
+        rotated_view=job.rotated_view,
+        workers=workers,
+        device=job.device,
+    )
+
+
+def warm_up(model: ModelSpec, device: str) -> None:
+    """On a worker: import the engine and load the model (once per process), before any scene."""
+    import geoseg.engine  # noqa: F401
+
+    get_segmenter(model, device)
+
+
 def _scene_output(job: Job, plan: ScenePlan) -> str:
     ext = FORMATS[job.scene_format][0]
     return os.path.relpath(inside(job.out_dir, plan.key + ext), os.path.realpath(job.out_dir))
 
 
-def _run_scene(job, model, opts, step: Step, state: RunState, client, events, progress) -> dict:
-    plan = step.plan
-    params = job.params_hash()
-    cache_dir = os.path.join(
-        job.job_dir, "cache", f"{plan.key}-{step.fingerprint}-{model.key}-{params}"[:200]
-    )
-    rec = {
-        "href": plan.href,
-        "source": plan.source,
-        "item_id": plan.item_id,
-        "fingerprint": step.fingerprint,
-        "model_hash": model.key,
-        "params_hash": params,
-        "status": "running",
-        "started": _now(),
-    }
-    previous = state.get(plan.key) or {}
-    rec["attempts"] = previous.get("attempts", 0) + 1 if step.action in ("retry", "resume") else 1
-    state.put(plan.key, rec)
-    _drop_stale_caches(job, plan.key, cache_dir)
-    events("scene_start", f"{plan.key}: {step.action} ({step.reason})", scene=plan.key, action=step.action)
-    t0 = time.perf_counter()
-    try:
-        out_rel = _scene_output(job, plan)
-        out_path = os.path.join(job.out_dir, out_rel)
-        result = predict_scene(
-            SceneRef(plan.href, plan.bands, plan.crs),
-            model,
-            opts,
-            scheduler=client,
-            cache=TileCache(cache_dir),
-            progress=progress.tiles if progress else None,
-        )
-        if len(result.features):  # name objects after the scene as the job knows it (STAC id)
-            result.features["scene"] = plan.item_id or plan.key
-        write_vectors(result.features, out_path, fmt=job.scene_format, overwrite=True)
-        fault_point("scene-written")
-    except Exception as exc:  # one bad scene never sinks the run
-        rec.update(status="failed", error=_one_line(exc), finished=_now(), outputs=[])
-        rec["seconds"] = round(time.perf_counter() - t0, 3)
-        state.put(plan.key, rec)
-        events("scene_failed", f"{plan.key}: FAILED: {rec['error']}", scene=plan.key, error=rec["error"])
-        log.debug("scene %s failed", plan.key, exc_info=True)
-        return {"scene": plan.key, "href": plan.href, "result": "failed", "error": rec["error"],
-                "seconds": rec["seconds"]}  # fmt: skip
-    s = result.stats
-    seconds = time.perf_counter() - t0
-    rec.update(
-        status="done",
-        error=None,
-        finished=_now(),
-        outputs=[out_rel],
-        objects=s["objects"],
-        tiles=s["tiles"],
-        tiles_run=s["tiles_run"],
-        seconds=round(seconds, 3),
-    )
-    state.put(plan.key, rec)
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    tps = s["tiles_run"] / seconds if seconds > 0 else 0.0
-    events("scene_done", f"{plan.key}: {s['objects']} objects, {s['tiles_run']} tiles, {seconds:.1f} s "
-           f"({tps:.2f} tiles/s) -> {out_rel}", scene=plan.key, objects=s["objects"],
-           tiles_run=s["tiles_run"], seconds=round(seconds, 3), output=out_rel)  # fmt: skip
-    return {"scene": plan.key, "href": plan.href, "result": "done", "objects": s["objects"],
-            "tiles": s["tiles"], "tiles_run": s["tiles_run"], "seconds": round(seconds, 3),
-            "tiles_per_second": round(tps, 3), "output": out_rel}  # fmt: skip
+def _mask_output(job: Job, plan: ScenePlan) -> str | None:
+    if not job.mask:
+        return None
+    return os.path.relpath(inside(job.out_dir, f"{plan.key}.mask.{job.mask}"), os.path.realpath(job.out_dir))
+
+
+class _SceneRun:
+    """What the run does around each scene: its record in the run state before and after, its
+    events, its tile cache, and its row of the report."""
+
+    def __init__(self, job, model, opts, state, events, progress, rows, *, local: bool) -> None:
+        self.job, self.model, self.opts, self.state = job, model, opts, state
+        self.events, self.progress, self.rows, self.local = events, progress, rows, local
+        self.params = job.params_hash()
+        self.records: dict[str, dict] = {}
+        self.started: dict[str, float] = {}
+        self.count, self.total = 0, None
+
+    def _cache_dir(self, step: Step) -> str:
+        key = f"{step.plan.key}-{step.fingerprint}-{self.model.key}-{self.params}"[:200]
+        return os.path.join(self.job.job_dir, "cache", key)
+
+    def start(self, step: Step) -> None:
+        plan = step.plan
+        rec = {
+            "href": plan.href, "source": plan.source, "item_id": plan.item_id,
+            "fingerprint": step.fingerprint, "model_hash": self.model.key, "params_hash": self.params,
+            "status": "running", "started": _now(),
+        }  # fmt: skip
+        previous = self.state.get(plan.key) or {}
+        rec["attempts"] = previous.get("attempts", 0) + 1 if step.action in ("retry", "resume") else 1
+        self.state.put(plan.key, rec)
+        self.records[plan.key] = rec
+        self.started[plan.key] = time.perf_counter()
+        _drop_stale_caches(self.job, plan.key, self._cache_dir(step))
+        self.count += 1
+        if self.progress:
+            self.progress.scene(self.count, self.total, plan.key)
+        self.events("scene_start", f"{plan.key}: {step.action} ({step.reason})", scene=plan.key,
+                    action=step.action)  # fmt: skip
+
+    def prepare(self, step: Step):
+        job, plan = self.job, step.plan
+        out_rel, mask_rel = _scene_output(job, plan), _mask_output(job, plan)
+        outputs = Outputs(vectors=os.path.join(job.out_dir, out_rel), fmt=job.scene_format, overwrite=True,
+                          scene_name=plan.item_id or plan.key)  # fmt: skip
+        semantic = {}
+        if get_segmenter(self.model, "cpu").task == "semantic":
+            semantic = {
+                "blend": job.blend, "axis": job.slice_axis, "slices": job.slices, "hu_window": job.hu_window,
+                "mask_path": os.path.join(job.out_dir, mask_rel) if mask_rel else None,
+            }  # fmt: skip
+        self.records[plan.key]["outputs_planned"] = [o for o in (out_rel, mask_rel) if o]
+        return prepare(SceneRef(plan.href, plan.bands, plan.crs), self.model, self.opts, outputs,
+                       cache=TileCache(self._cache_dir(step)), local=self.local, **semantic)  # fmt: skip
+
+    def done(self, step: Step, outcome, error) -> None:
+        plan = step.plan
+        rec = self.records[plan.key]
+        outputs = rec.pop("outputs_planned", [])
+        seconds = round(time.perf_counter() - self.started[plan.key], 3)
+        if error is not None:  # one bad scene never sinks the run
+            rec.update(status="failed", error=_one_line(error), finished=_now(), outputs=[], seconds=seconds)
+            self.state.put(plan.key, rec)
+            self.events("scene_failed", f"{plan.key}: FAILED: {rec['error']}", scene=plan.key,
+                        error=rec["error"])  # fmt: skip
+            log.debug("scene %s failed", plan.key, exc_info=error)
+            self.rows[plan.key] = {"scene": plan.key, "href": plan.href, "result": "failed",
+                                   "error": rec["error"], "seconds": seconds}  # fmt: skip
+            return
+        s = outcome.stats
+        rec.update(status="done", error=None, finished=_now(), outputs=outputs, objects=s["objects"],
+                   tiles=s["tiles"], tiles_run=s["tiles_run"], seconds=seconds)  # fmt: skip
+        if s.get("pixel_space"):
+            rec["pixel_space"] = True
+        self.state.put(plan.key, rec)
+        shutil.rmtree(self._cache_dir(step), ignore_errors=True)
+        tps = s["tiles_run"] / seconds if seconds > 0 else 0.0
+        message = (f"{plan.key}: {s['objects']} objects, {s['tiles_run']} tiles, {seconds:.1f} s "
+                   f"({tps:.2f} tiles/s) -> {', '.join(outputs)}")  # fmt: skip
+        self.events("scene_done", message, scene=plan.key, objects=s["objects"], tiles_run=s["tiles_run"],
+                    seconds=seconds, output=outputs[0])  # fmt: skip
+        self.rows[plan.key] = {
+            "scene": plan.key, "href": plan.href, "result": "done", "objects": s["objects"],
+            "tiles": s["tiles"], "tiles_run": s["tiles_run"], "seconds": seconds,
+            "tiles_per_second": round(tps, 3), "output": outputs[0], "outputs": outputs,
+        }  # fmt: skip
 
 
 def _remove_stale_temporaries(job: Job) -> None:

@@ -91,12 +91,13 @@ class _Progress:
         self.scenes = self.bar.add_task("scenes", total=None)
         self.batches = self.bar.add_task("batches", total=None)
 
-    def scene(self, n: int, total: int, name: str) -> None:
+    def scene(self, n: int, total: int | None, name: str) -> None:
+        """Scene ``n`` (of ``total`` to process) started; several may be in flight at once."""
         self.bar.update(self.scenes, completed=n - 1, total=total, description=f"scene {name}")
-        self.bar.reset(self.batches, total=None)
 
-    def tiles(self, done: int, total: int) -> None:
-        self.bar.update(self.batches, completed=done, total=total)
+    def tiles(self, done: int, submitted: int) -> None:
+        """Batches done, of those submitted so far (over every scene in flight)."""
+        self.bar.update(self.batches, completed=done, total=submitted)
 
     def close(self) -> None:
         self.bar.stop()

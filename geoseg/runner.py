@@ -443,7 +443,8 @@ def _drop_stale_caches(job: Job, key: str, keep: str) -> None:
 
 
 def _write_combined(job: Job, state: RunState, events) -> str | None:
-    """One layer of every done scene's objects (EPSG:4326), rebuilt only when a scene changed."""
+    """One layer of every done scene's objects (EPSG:4326; in pixel coordinates when every scene is
+    a slice), rebuilt only when a scene changed."""
     if job.combined == "none":
         return None
     ext = FORMATS[job.combined][0]
@@ -458,17 +459,28 @@ def _write_combined(job: Job, state: RunState, events) -> str | None:
         return os.path.basename(path)
     import geopandas as gpd
     import pandas as pd
+    import shapely
 
+    # georeferenced scenes meet in EPSG:4326; slices (pixel space) only among themselves, without a CRS
+    pixel = [k for k, r in done if r.get("pixel_space")]
+    if pixel and len(pixel) < len(done):
+        events("combined_skipped", f"combined layer: {len(pixel)} pixel-space scenes left out (no CRS)",
+               scenes=pixel)  # fmt: skip
+        done = [(k, r) for k, r in done if not r.get("pixel_space")]
+    crs = None if pixel and len(done) == len(pixel) else "EPSG:4326"
     frames = []
     for _, r in done:
-        for o in r.get("outputs", []):
+        for o in r.get("outputs", [])[:1]:  # the scene's vectors (a mask may follow)
             gdf = gpd.read_file(os.path.join(job.out_dir, o), engine="pyogrio")
+            if crs is None:  # a pixel-space GeoJSON is read as lon/lat: it is not
+                geoms = shapely.from_wkb(shapely.to_wkb(gdf.geometry.values))
+                gdf = gpd.GeoDataFrame(pd.DataFrame(gdf.drop(columns="geometry")), geometry=geoms, crs=None)
             if len(gdf):
-                frames.append(gdf.to_crs("EPSG:4326") if gdf.crs else gdf)
+                frames.append(gdf.to_crs(crs) if gdf.crs and crs else gdf)
     if frames:
-        gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4326")
+        gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs)
     else:
-        gdf = gpd.GeoDataFrame({"scene": pd.Series([], dtype="string")}, geometry=[], crs="EPSG:4326")
+        gdf = gpd.GeoDataFrame({"scene": pd.Series([], dtype="string")}, geometry=[], crs=crs)
     if "id" in gdf.columns:  # ids are per scene; the combined layer numbers its features anew
         gdf = gdf.rename(columns={"id": "scene_id"})
     write_vectors(gdf, path, fmt=job.combined, overwrite=True, layer=job.name)

@@ -114,15 +114,22 @@ class SceneOutcome:
 
 
 class LocalRunner:
-    """Runs tasks on ``workers`` threads of this process. A task whose arguments include futures of
-    other tasks starts once they are done, with their results (as dask would do it)."""
+    """Runs tasks on threads of this process: forward passes (``model=True``) on ``workers``
+    threads, everything else (polygonising, reductions, stitching) on a thread of its own, so the
+    next batch's forward pass runs while the last one is vectorised. A task whose arguments include
+    futures of other tasks starts once they are done, with their results (as dask would do it)."""
+
+    split = True  # forward passes and polygonising are separate tasks
 
     def __init__(self, workers: int = 1) -> None:
         self.threads = max(1, int(workers))
-        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="geoseg")
-        self.gpus = False
+        self.model_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="geoseg-model",
+                                             initializer=_share_cores, initargs=(self.threads,))  # fmt: skip
+        self.cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-cpu")
+        self.pack = False  # results stay in this process: nothing to pack
 
-    def submit(self, fn: Callable, *args, gpu: bool = False) -> Future:
+    def submit(self, fn: Callable, *args, model: bool = False) -> Future:
+        pool = self.model_pool if model else self.cpu_pool
         out: Future = Future()
         deps = [a for a in args if isinstance(a, Future)]
         remaining = [len(deps)]
@@ -136,7 +143,7 @@ class LocalRunner:
                 out.set_exception(failed.exception() if not failed.cancelled() else _Cancelled())
                 return
             values = [a.result() if isinstance(a, Future) else a for a in args]
-            inner = self.pool.submit(fn, *values)
+            inner = pool.submit(fn, *values)
             inner.add_done_callback(lambda f: _settle(out, f))
 
         def one_done(_f: Future) -> None:
@@ -153,7 +160,17 @@ class LocalRunner:
         return out
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self.model_pool, self.cpu_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _share_cores(threads: int) -> None:
+    """In a new model thread: torch's thread count for this thread (OpenMP keeps one per calling
+    thread), so that ``threads`` forward passes at once share the cores instead of each taking all."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // threads))
 
 
 class _Cancelled(GeosegError):
@@ -171,17 +188,21 @@ def _settle(out: Future, inner: Future) -> None:
 
 class DaskRunner:
     """Runs tasks on a dask.distributed cluster through ``client``. Workers that declare a ``GPU``
-    resource (``dask worker --resources GPU=1``) get the forward passes; everything else runs on
-    any worker."""
+    resource (``dask worker --resources GPU=1``) get the forward passes, and polygonising is then a
+    task of its own that any worker takes; without GPUs a batch is one task (read, forward pass,
+    polygons), which moves the least data between workers."""
+
+    pack = True  # predictions travel between processes: masks go bit-packed
 
     def __init__(self, client) -> None:
         self.client = client
         workers = client.scheduler_info().get("workers", {})
         self.threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
         self.gpus = any((w.get("resources") or {}).get("GPU") for w in workers.values())
+        self.split = self.gpus
 
-    def submit(self, fn: Callable, *args, gpu: bool = False):
-        extra = {"resources": {"GPU": 1}} if gpu and self.gpus else {}
+    def submit(self, fn: Callable, *args, model: bool = False):
+        extra = {"resources": {"GPU": 1}} if model and self.gpus else {}
         return self.client.submit(fn, *args, pure=False, **extra)
 
     def close(self) -> None:
@@ -301,18 +322,19 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
     tile_shape = work.grid.tile_shape
     if work.task == "instance":
         results = []
-        split = runner.gpus  # the GPU does forward passes only
         for image, tiles in batches:
             make_room(1)
             if live.finished:
                 return
             ref = work.images[image]
-            if split:
-                raw = runner.submit(infer_instances, ref, work.model, tiles, tile_shape, work.opts, gpu=True)
-                fut = runner.submit(vectorise_instances, raw, tiles, work.opts)
+            if runner.split:  # the forward pass, then polygonising elsewhere
+                args = (ref, work.model, tiles, tile_shape, work.opts, work.cache, runner.pack)
+                raw = runner.submit(infer_instances, *args, model=True)
+                fut = runner.submit(vectorise_instances, raw, tiles, work.opts, work.cache)
                 live.futures.append(raw)
             else:
-                fut = runner.submit(run_batch, ref, work.model, tiles, tile_shape, work.opts, work.cache)
+                fut = runner.submit(run_batch, ref, work.model, tiles, tile_shape, work.opts, work.cache,
+                                    model=True)  # fmt: skip
             state["in_flight"] += 1
             state["submitted"] += 1
             live.futures.append(fut)
@@ -334,7 +356,7 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
         futs = []
         for image, tiles in chunk:
             fut = runner.submit(run_tiles, work.images[image], work.model, tiles, tile_shape,
-                                work.opts.device, image, gpu=True)  # fmt: skip
+                                work.opts.device, image, model=True)  # fmt: skip
             state["in_flight"] += 1
             state["submitted"] += 1
             futs.append(fut)
@@ -357,62 +379,76 @@ def _shippable(work: SceneWork) -> SceneWork:
 
 @dataclass
 class RawInstances:
-    """A forward pass's instance predictions, ready to be polygonised elsewhere: masks thresholded
-    to booleans and bit-packed, so a batch of 512 x 512 tiles with 100 masks each is a few MB."""
+    """A forward pass's instance predictions, to be polygonised by another task: masks thresholded
+    to booleans (bit-packed when they travel to another process: a batch of 512 x 512 tiles with
+    100 masks each is then a few MB), or the batch's result kept from an interrupted run."""
 
     todo: list[int]  # which tiles of the batch had data
     preds: list[dict]
     tiles_skipped: int
     model_seconds: float
-    shape: tuple[int, int]
+    packed: bool = False
+    cached: Any = None  # geoseg.pipeline.BatchResult
 
 
-def infer_instances(ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, opts) -> RawInstances:
+def infer_instances(
+    ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, opts, cache=None, pack: bool = True
+) -> RawInstances:
     """A forward pass over one batch (the task that needs the GPU)."""
-    from geoseg.pipeline import apply_worker_threads, read_tiles
+    from geoseg.pipeline import BatchResult, apply_worker_threads, read_tiles
 
+    if cache is not None:
+        kept = cache.load(tiles)
+        if kept is not None:
+            return RawInstances([], [], 0, 0.0, cached=BatchResult(*kept))
     seg = get_segmenter(model, opts.device)
     apply_worker_threads()
-    _, todo, batch = read_tiles(ref, tiles, tile_shape)
+    try:
+        _, todo, batch = read_tiles(ref, tiles, tile_shape)
+    except GeosegError as exc:
+        raise type(exc)(str(exc)) from None  # no GDAL cause: it may not survive the trip home
     if not todo:
-        return RawInstances([], [], len(tiles), 0.0, tile_shape)
+        return RawInstances([], [], len(tiles), 0.0)
     t0 = time.perf_counter()
-    preds = (
-        seg.predict(batch)
-        if opts.rotated_view is None
-        else seg.predict(batch, rotated_view=opts.rotated_view)
-    )
+    if opts.rotated_view is None:
+        preds = seg.predict(batch)
+    else:
+        preds = seg.predict(batch, rotated_view=opts.rotated_view)
     seconds = time.perf_counter() - t0
-    packed = []
+    out = []
     for p in preds:
         masks = to_numpy(p["masks"])
         if masks.ndim == 4:  # torchvision: (K, 1, H, W)
             masks = masks[:, 0]
         binary = masks if masks.dtype == bool else masks >= opts.mask_threshold
         rec = {k: to_numpy(v) for k, v in p.items() if k != "masks"}
-        rec["masks"] = np.packbits(binary, axis=-1)
+        rec["masks"] = np.packbits(binary, axis=-1) if pack else binary
         rec["mask_width"] = binary.shape[-1]
-        packed.append(rec)
-    return RawInstances(todo, packed, len(tiles) - len(todo), seconds, tile_shape)
+        out.append(rec)
+    return RawInstances(todo, out, len(tiles) - len(todo), seconds, packed=pack)
 
 
-def vectorise_instances(raw: RawInstances, tiles: Sequence[Tile], opts):
-    """Polygons of one batch's predictions (a CPU task)."""
+def vectorise_instances(raw: RawInstances, tiles: Sequence[Tile], opts, cache=None):
+    """Polygons of one batch's predictions (a CPU task); kept in ``cache`` when given."""
     from geoseg.pipeline import BatchResult
     from geoseg.vectorize import instance_parts
 
-    result = BatchResult(
-        tiles_run=len(raw.todo), tiles_skipped=raw.tiles_skipped, model_seconds=raw.model_seconds
-    )
+    if raw.cached is not None:
+        return raw.cached
+    result = BatchResult(tiles_run=len(raw.todo), tiles_skipped=raw.tiles_skipped)
+    result.model_seconds = raw.model_seconds
     with gdal_env():
         for slot, i in enumerate(raw.todo):
             rec = dict(raw.preds[slot])
             width = rec.pop("mask_width")
-            rec["masks"] = np.unpackbits(rec["masks"], axis=-1, count=width).astype(bool)
+            if raw.packed:
+                rec["masks"] = np.unpackbits(rec["masks"], axis=-1, count=width).astype(bool)
             result.parts.extend(
                 instance_parts(rec, tiles[i], score_threshold=opts.score_threshold,
                                mask_threshold=opts.mask_threshold, near_margin=opts.edge_margin)
             )  # fmt: skip
+    if cache is not None:
+        cache.save(tiles, result)
     return result
 
 

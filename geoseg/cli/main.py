@@ -1,5 +1,9 @@
 """The ``geoseg`` command group. Subcommands are found through the ``geoseg.commands`` entry point
-group, so another package can add a command without touching geoseg."""
+group, so another package can add a command without touching geoseg.
+
+Nothing imported here may import torch: :meth:`GeosegGroup.main` sets process-level settings that
+OpenMP reads when torch loads it (``geoseg.runtime``), and a subcommand's module is imported after.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,18 @@ from importlib.metadata import entry_points
 
 import click
 
-from geoseg import __version__
+from geoseg import __version__, runtime
 from geoseg.errors import GeosegError
 
 
 class GeosegGroup(click.Group):
     """Turns geoseg's errors into one-line messages with exit code 1 (tracebacks only with -v)."""
+
+    def main(self, *args, **kwargs):
+        # Before any subcommand is resolved (importing its module may import torch): OpenMP threads
+        # that sleep instead of spinning keep their speed beside other busy processes.
+        runtime.prefer_passive_openmp()
+        return super().main(*args, **kwargs)
 
     def list_commands(self, ctx):
         return sorted(ep.name for ep in entry_points(group="geoseg.commands"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from distributed import WorkerPlugin
 
@@ -44,9 +45,11 @@ class WorkerRuntime(WorkerPlugin):
         # OpenMP's thread count is kept per calling thread: tasks run in the worker's executor
         # threads, so each task applies it there too (geoseg.pipeline.apply_worker_threads).
         os.environ["GEOSEG_TORCH_THREADS"] = str(threads)
-        import torch
-
-        torch.set_num_threads(threads)
+        # torch is not imported here: a model without torch (a plug-in) never pays for it, and a
+        # worker starts in a fraction of the time; tasks set the count where torch runs
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(threads)
         self.applied = {
             "omp_wait_policy": omp._asdict(),
             "malloc": malloc._asdict(),

@@ -17,10 +17,13 @@ from geoseg.env import fault_point
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (hidden, same extension) to write to; when the block
     succeeds it is synced to disk and renamed to ``path`` (and the folder synced, so the rename
     survives a power cut), otherwise it is removed, with any GDAL/SQLite side files.
+
+    ``durable=False`` skips the two syncs (the rename stays atomic): for files that are only a
+    cache, which a reader treats as absent when a power cut left them empty or torn.
 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp())
@@ -33,10 +36,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         yield tmp
-        _fsync_file(tmp)
+        if durable:
+            _fsync_file(tmp)
         fault_point("output-temp-written")
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        if durable:
+            fsync_dir(path.parent)
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}.aux.xml")):
             leftover.unlink(missing_ok=True)

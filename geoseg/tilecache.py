@@ -66,6 +66,7 @@ class TileCache:
             "tiles_skipped": result.tiles_skipped,
             "model_seconds": result.model_seconds,
         }
-        with atomic_path(self._path(tiles)) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        # not synced: a batch torn by a power cut reads as missing and is computed again
+        with atomic_path(self._path(tiles), durable=False) as tmp, open(tmp, "w", encoding="utf-8") as f:
             json.dump(doc, f)
         fault_point("batch-cached")

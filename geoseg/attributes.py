@@ -1,5 +1,8 @@
 """Ship attributes of detected objects: length, beam and heading in metres and degrees.
 
+The ``"ship"`` measure set: :func:`geoseg.features.to_features` adds these columns only for
+models that declare it (``measures = ("ship",)``, as geoseg's Mask R-CNN tanker models do).
+
 Each object is measured in a local azimuthal equidistant projection centred on it (built straight
 from the scene CRS, so it works for any CRS, across the antimeridian, and for rotated rasters):
 the oriented minimum rectangle gives the axis and the length (its long side); the beam is the median

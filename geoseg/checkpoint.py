@@ -20,6 +20,18 @@ overlap        default overlap
 training       ``{"command": ..., "data_fingerprint": ..., "seed": ...}``
 metrics        validation metrics of the kept weights
 geoseg_version version that wrote the file
+measures       optional: names of the measure sets the model's objects get (``["ship"]``:
+               ``length_m``, ``beam_m``, ``heading_deg``, see :mod:`geoseg.attributes`); default
+               none, except that a Mask R-CNN checkpoint without the key (made before it
+               existed) keeps ship measures
+max_gsd        optional (instance models): metres per pixel; ``geoseg predict`` resamples scenes
+               coarser than this to it by default (``geoseg train maskrcnn --max-gsd``)
+min_area       optional: pixels; regions and objects smaller than this leave the outputs by
+               default (``geoseg train unet --min-area``; ``geoseg predict --min-area`` overrides)
+object_limits  optional: ``{"length_m": [lo, hi], "beam_m": [lo, hi]}``, the sizes of the training
+               objects widened by 20 %; ``geoseg predict`` drops whole objects measured outside
+               them unless ``--any-size``
+rotated_view   optional (Mask R-CNN): ``true`` turns on the 45-degree second view by default
 ============== =========================================================================
 """
 

@@ -72,11 +72,9 @@ def polygonal(geom: shapely.Geometry) -> shapely.Geometry | None:
 
 def _window_boxes(tile_ids: np.ndarray, tiles: Mapping[int, Tile], core: bool = False) -> np.ndarray:
     """(N, 4) array of (xmin, ymin, xmax, ymax) of each part's tile window (or core)."""
-    out = np.empty((len(tile_ids), 4))
-    for i, t in enumerate(tile_ids):
-        r0, c0, r1, c1 = tiles[int(t)].core_bounds if core else tiles[int(t)].bounds
-        out[i] = (c0, r0, c1, r1)
-    return out
+    ids = np.unique(tile_ids).astype(np.int64)
+    table = np.array([tiles[int(t)].core_bounds if core else tiles[int(t)].bounds for t in ids], dtype=float)
+    return table.reshape(-1, 4)[np.searchsorted(ids, tile_ids)][:, [1, 0, 3, 2]]
 
 
 def link_parts(
@@ -99,7 +97,13 @@ def link_parts(
     if a.size == 0:
         return a, b
     areas = shapely.area(geoms)
-    inter = shapely.intersection(geoms[a], geoms[b])
+    # the same pixels seen by two tiles give the same polygon: no overlay needed to know they are
+    # one object (their IoU is 1, and only pairs not linked by IoU are looked at again below)
+    inter = geoms[a].copy()
+    other = (
+        ~shapely.equals_exact(geoms[a], geoms[b], tolerance=0) if iou_threshold < 1 else np.ones(a.size, bool)
+    )
+    inter[other] = shapely.intersection(geoms[a[other]], geoms[b[other]])
     inter_area = shapely.area(inter)
     union_area = areas[a] + areas[b] - inter_area
     link = inter_area >= iou_threshold * np.maximum(union_area, 1e-12)
@@ -144,19 +148,23 @@ def confirm_cuts(
     """``parts``, where each part that ends near an edge of its tile is marked cut if a part linked
     to it (pairs ``a``, ``b``) reaches more than ``beyond`` pixels past that edge."""
     parts = list(parts)
-    for i, j in ((int(x), int(y)) for pair in zip(a, b, strict=True) for x, y in (pair, pair[::-1])):
-        p = parts[i]
-        if not p.near or p.cut:
-            continue
-        r0, c0, r1, c1 = tiles[p.tile].bounds
-        x0, y0, x1, y1 = parts[j].geometry.bounds
-        if (
-            (p.near & TOP and y0 < r0 - beyond)
-            or (p.near & LEFT and x0 < c0 - beyond)
-            or (p.near & BOTTOM and y1 > r1 + beyond)
-            or (p.near & RIGHT and x1 > c1 + beyond)
-        ):
-            parts[i] = replace(p, cut=True)
+    i, j = np.concatenate([a, b]).astype(np.int64), np.concatenate([b, a]).astype(np.int64)
+    near = np.array([p.near for p in parts], dtype=np.int64)
+    cut = np.array([p.cut for p in parts], dtype=bool)
+    sel = (near[i] > 0) & ~cut[i]
+    i, j = i[sel], j[sel]
+    if i.size == 0:
+        return parts
+    c0, r0, c1, r1 = _window_boxes(np.array([parts[k].tile for k in i.tolist()]), tiles).T
+    x0, y0, x1, y1 = shapely.bounds(np.array([parts[k].geometry for k in j.tolist()], dtype=object)).T
+    goes_on = (
+        ((near[i] & TOP) > 0) & (y0 < r0 - beyond)
+        | ((near[i] & LEFT) > 0) & (x0 < c0 - beyond)
+        | ((near[i] & BOTTOM) > 0) & (y1 > r1 + beyond)
+        | ((near[i] & RIGHT) > 0) & (x1 > c1 + beyond)
+    )
+    for k in np.unique(i[goes_on]).tolist():
+        parts[k] = replace(parts[k], cut=True)
     return parts
 
 
@@ -185,13 +193,53 @@ def merge_instances(
     a, b = link_parts(parts, tiles, iou_threshold=iou_threshold, ios_threshold=ios_threshold)
     parts = confirm_cuts(parts, tiles, a, b)
     graph = coo_matrix((np.ones(a.size), (a, b)), shape=(n, n))
-    _, group = connected_components(graph, directed=False)
-    order = np.argsort(group, kind="stable")
-    bounds = np.flatnonzero(np.diff(group[order])) + 1
-    merged: list[MergedObject] = []
-    for members in np.split(order, bounds):
-        merged.extend(_merge_group([parts[i] for i in members], tiles, iou_threshold))
-    return drop_contained(merged)
+    n_groups, group = connected_components(graph, directed=False)
+    # per group, best first: a whole view before a cut one, then by score, area and tile
+    cut = np.array([p.cut for p in parts], dtype=bool)
+    scores = np.array([p.score for p in parts], dtype=np.float64)
+    areas = np.array([p.area_px for p in parts], dtype=np.float64)
+    tile_ids = np.array([p.tile for p in parts], dtype=np.int64)
+    order = np.lexsort((np.arange(n), tile_ids, -areas, -scores, cut, group))
+    start = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
+    size = np.diff(np.r_[start, n])
+    best = order[start]
+    # a group whose best part is whole and whose other whole parts all are the same object as it
+    # (IoU at least iou_threshold, as two tiles' views of one object are) is that part; the rest
+    # (other whole views that may be other objects, or all parts cut) go through _merge_group
+    member_best = np.repeat(best, size)
+    other_whole = np.flatnonzero(~cut[order] & (order != member_best))
+    w, wb = order[other_whole], member_best[other_whole]
+    simple = ~cut[best]
+    if w.size:
+        same = _ious(parts, w, wb, iou_threshold) >= iou_threshold
+        simple[np.repeat(np.arange(n_groups), size)[other_whole][~same]] = False
+    top_score = np.maximum.reduceat(scores[order], start).tolist()
+    merged: list = [None] * n_groups  # per group (in group order) an object, or a list of them
+    for g, i in zip(np.flatnonzero(simple).tolist(), best[simple].tolist(), strict=True):
+        p = parts[i]
+        merged[g] = MergedObject(p.geometry, top_score[g], p.label, int(size[g]))
+    for g in np.flatnonzero(~simple).tolist():
+        members = np.sort(order[start[g] : start[g] + size[g]])  # in the order the parts came
+        merged[g] = _merge_group([parts[i] for i in members.tolist()], tiles, iou_threshold)
+    objects: list[MergedObject] = []
+    for m in merged:
+        if isinstance(m, list):
+            objects.extend(m)
+        else:
+            objects.append(m)
+    return drop_contained(objects)
+
+
+def _ious(parts: Sequence[InstancePart], i: np.ndarray, j: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """IoU of parts ``i[k]`` and ``j[k]``, as :func:`_iou` computes it (1 for identical polygons)."""
+    g1 = np.array([parts[k].geometry for k in i.tolist()], dtype=object)
+    g2 = np.array([parts[k].geometry for k in j.tolist()], dtype=object)
+    out = np.ones(i.size)
+    other = ~shapely.equals_exact(g1, g2, tolerance=0) if iou_threshold < 1 else np.ones(i.size, bool)
+    inter = shapely.area(shapely.intersection(g1[other], g2[other]))
+    union = shapely.area(g1[other]) + shapely.area(g2[other]) - inter
+    out[other] = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return out
 
 
 def drop_contained(objects: list[MergedObject], *, ios_threshold: float = 0.8) -> list[MergedObject]:
@@ -208,13 +256,12 @@ def drop_contained(objects: list[MergedObject], *, ios_threshold: float = 0.8) -
     if a.size == 0:
         return objects
     inside = shapely.area(shapely.intersection(geoms[a], geoms[b]))
-    rank = {
-        int(i): r
-        for r, i in enumerate(sorted(range(len(objects)), key=lambda i: (-objects[i].score, -areas[i])))
-    }
+    scores = np.array([o.score for o in objects], dtype=np.float64)
+    rank = np.empty(len(objects), np.int64)
+    rank[np.lexsort((-areas, -scores))] = np.arange(len(objects))
     dropped: set[int] = set()
     # most-trusted first, so that a dropped object never causes another drop
-    for k in sorted(range(a.size), key=lambda k: rank[int(b[k])]):
+    for k in np.argsort(rank[b], kind="stable").tolist():
         i, j = int(a[k]), int(b[k])
         if rank[j] < rank[i] and j not in dropped and inside[k] >= ios_threshold * areas[i]:
             dropped.add(i)
@@ -257,24 +304,37 @@ def _iou(g1: shapely.Geometry, g2: shapely.Geometry) -> float:
 
 
 def dissolve_semantic(pieces: Sequence[SemanticPiece]) -> list[MergedObject]:
-    """Dissolve per-core semantic pieces by class; score = mean winning probability."""
+    """Dissolve per-core semantic pieces by class; score = mean winning probability.
+
+    Only the pieces that meet another piece of their class (across the edge of a core) go through
+    the union: a valid polygon that meets none is already one of the dissolved polygons."""
     merged: list[MergedObject] = []
-    labels = sorted({p.label for p in pieces})
-    for label in labels:
-        mine = [p for p in pieces if p.label == label]
-        geoms = np.array([p.geometry for p in mine], dtype=object)
-        dissolved = shapely.get_parts(shapely.union_all(geoms))
-        dissolved = np.array([g for g in dissolved if isinstance(g, shapely.Polygon)], dtype=object)
-        if dissolved.size == 0:
-            continue
-        # every piece lies inside exactly one dissolved polygon
-        probe = shapely.point_on_surface(geoms)
-        tree = shapely.STRtree(dissolved)
-        piece_idx, poly_idx = tree.query(probe, predicate="within")
-        prob = np.zeros(len(dissolved))
-        pix = np.zeros(len(dissolved))
-        np.add.at(prob, poly_idx, [mine[i].prob_sum for i in piece_idx])
-        np.add.at(pix, poly_idx, [mine[i].pixels for i in piece_idx])
-        for g, p, c in zip(dissolved, prob, pix, strict=True):
-            merged.append(MergedObject(g, float(p / c) if c else 0.0, label, 1))
+    labels = np.array([p.label for p in pieces], dtype=np.int64)
+    for label in np.unique(labels).tolist():
+        mine = np.flatnonzero(labels == label)
+        geoms = np.array([pieces[i].geometry for i in mine.tolist()], dtype=object)
+        prob_sum = np.array([pieces[i].prob_sum for i in mine.tolist()], dtype=np.float64)
+        pixels = np.array([pieces[i].pixels for i in mine.tolist()], dtype=np.float64)
+        a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+        joins = np.zeros(geoms.size, bool)
+        joins[a[a != b]] = True
+        # and whatever the union would change: parts of multipolygons, invalid or empty polygons
+        joins |= (shapely.get_type_id(geoms) != shapely.GeometryType.POLYGON) | ~shapely.is_valid(geoms)
+        joins |= shapely.is_empty(geoms)
+        alone = np.flatnonzero(~joins)
+        joined = shapely.get_parts(shapely.union_all(geoms[joins])) if joins.any() else np.array([], object)
+        joined = joined[shapely.get_type_id(joined) == shapely.GeometryType.POLYGON]
+        # every joining piece lies inside exactly one of the joined polygons
+        prob, pix = np.zeros(joined.size), np.zeros(joined.size)
+        if joined.size:
+            members = np.flatnonzero(joins)
+            piece_idx, poly_idx = shapely.STRtree(joined).query(
+                shapely.point_on_surface(geoms[members]), predicate="within"
+            )
+            np.add.at(prob, poly_idx, prob_sum[members][piece_idx])
+            np.add.at(pix, poly_idx, pixels[members][piece_idx])
+        dissolved = np.concatenate([geoms[alone], joined])
+        prob, pix = np.concatenate([prob_sum[alone], prob]), np.concatenate([pixels[alone], pix])
+        score = np.divide(prob, pix, out=np.zeros_like(prob), where=pix != 0)
+        merged.extend(MergedObject(g, s, label, 1) for g, s in zip(dissolved, score.tolist(), strict=True))
     return merged

@@ -22,7 +22,14 @@ from geoseg.chips import (
     load_labelled,
     size_limits,
 )
-from geoseg.models.maskrcnn import CONFIGS, MaskRCNNSegmenter, build_maskrcnn, instance_target, no_resize
+from geoseg.models.maskrcnn import (
+    CONFIGS,
+    SHIP_MEASURES,
+    MaskRCNNSegmenter,
+    build_maskrcnn,
+    instance_target,
+    no_resize,
+)
 
 
 @dataclass
@@ -201,6 +208,8 @@ def train_maskrcnn(
         "overlap": opts.chip_size // 2,
         # the sizes of the training objects (plus 20 %): predictions outside are dropped by default
         "object_limits": size_limits(scenes),
+        # its objects are hulls: geoseg predict gives them length, beam and heading
+        "measures": list(SHIP_MEASURES),
         **({"max_gsd": float(opts.max_gsd)} if opts.max_gsd else {}),
         **({"rotated_view": True} if opts.rotated_view else {}),
         "training": {

@@ -1,14 +1,25 @@
 """Per-tile predictions to polygons in scene pixel space (x = column, y = row; exact pixel edges).
 
-Instances: one geometry per mask, flagged when it touches a cut edge of its tile (an edge that is
-not the scene's own edge), for the cross-tile merge. Semantic: per-class polygons of the part of
-the tile it owns (its core), dissolved across tiles by :mod:`geoseg.merge`.
+Instances (:func:`instance_parts`): one polygon per mask, the mask's largest 4-connected region,
+flagged when it touches a cut edge of its tile (an edge that is not the scene's own edge) or ends
+near one, for the cross-tile merge; a partial second detection inside a better one of the same
+tile is dropped (:func:`suppress_fragments`). A tile's masks are polygonised together, by one call
+of ``rasterio.features.shapes``: each mask's window goes into one label image, an atlas, under a
+label value of its own (:func:`masks_to_geometries`). Masks that overlap in the tile sit side by
+side there, so they need no separate layers, and what is polygonised is the masks' windows rather
+than a tile per mask. The polygons are those of polygonising each mask alone, coordinate for
+coordinate.
+
+Semantic: per-class polygons of the part of the tile it owns (its core), dissolved across tiles by
+:mod:`geoseg.merge`.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import shapely
@@ -22,6 +33,7 @@ from geoseg.segmenter import to_numpy
 from geoseg.tiling import Tile
 
 _FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+_ATLAS_AT = Affine.translation(1, 1)  # where masks_to_geometries polygonises its atlas
 
 
 @dataclass
@@ -90,6 +102,102 @@ def mask_to_geometry(
     return geom if geom.is_valid else shapely.make_valid(geom)
 
 
+def masks_to_geometries(
+    masks: Sequence[np.ndarray],
+    rows: Sequence[int],
+    cols: Sequence[int],
+    *,
+    min_area: float = 0,
+) -> np.ndarray:
+    """For each boolean mask, the polygon of its largest 4-connected region, offset to scene
+    pixel space by ``(rows[i], cols[i])``; None where nothing is left (no True pixel, or a largest
+    region under ``min_area`` pixels). The same polygons, holes included, as
+    :func:`mask_to_geometry` with ``largest=True`` gives mask by mask.
+
+    All masks are polygonised by one call: they are packed side by side into one label image (an
+    atlas), one label value per mask, so masks may overlap in the scene; each mask is best cropped
+    to its True pixels first, since the atlas holds every mask whole. A mask whose largest region
+    is not unique keeps the first in raster order (as ``ndimage.label`` numbers them).
+
+    >>> ring = np.ones((3, 3), bool); ring[1, 1] = False
+    >>> specks = np.eye(3, dtype=bool)  # three regions of one pixel: the first stays
+    >>> a, b, c = masks_to_geometries([ring, specks, ~specks[:1, :1]], [0, 10, 0], [0, 20, 0])
+    >>> a.bounds, a.area, len(a.interiors), b.wkt, c
+    ((0.0, 0.0, 3.0, 3.0), 8.0, 1, 'POLYGON ((20 10, 20 11, 21 11, 21 10, 20 10))', None)
+    """
+    n = len(masks)
+    out = np.full(n, None, dtype=object)
+    if n == 0:
+        return out
+    canvas, slots = _atlas(masks)
+    # the atlas one pixel off the origin: rasterio warns of an identity transform, and silencing
+    # warnings (catch_warnings) is not thread-safe; integer shifts keep the coordinates exact
+    found = list(features.shapes(canvas, mask=canvas > 0, transform=_ATLAS_AT, connectivity=4))
+    if not found:
+        return out
+    values, xy, ring_offsets, poly_offsets = _ragged(found)
+    mask_of = values.astype(np.int64) - 1
+    ring_of_point = np.repeat(np.arange(ring_offsets.size - 1), np.diff(ring_offsets))
+    poly_of_point = np.repeat(np.arange(len(found)), np.diff(poly_offsets))[ring_of_point]
+    # from the atlas back to the scene: integer shifts, so the coordinates are exact
+    shift = np.column_stack([np.asarray(cols, np.int64), np.asarray(rows, np.int64)]) - slots[:, ::-1] - 1
+    xy += shift[mask_of[poly_of_point]]
+    polys = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_offsets, poly_offsets))
+    areas = shapely.area(polys)
+    first = np.arange(len(polys))
+    if len(polys) > np.unique(mask_of).size:
+        # the largest region of each mask; ties go to the region whose first pixel comes first in
+        # raster order: the top row's leftmost pixel, the lowest exterior vertex of that row
+        top = shapely.bounds(polys)[:, 1]
+        on_top = (ring_of_point == poly_offsets[:-1][poly_of_point]) & (xy[:, 1] == top[poly_of_point])
+        left = np.full(len(polys), np.inf)
+        np.minimum.at(left, poly_of_point[on_top], xy[on_top, 0])
+        order = np.lexsort((left, top, -areas, mask_of))
+        first = order[np.r_[True, mask_of[order][1:] != mask_of[order][:-1]]]
+    first = first[areas[first] >= max(min_area, 1e-9)]
+    chosen = polys[first]
+    invalid = ~shapely.is_valid(chosen)
+    if invalid.any():
+        chosen[invalid] = shapely.make_valid(chosen[invalid])
+    out[mask_of[first]] = chosen
+    return out
+
+
+def _ragged(found: list) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``rasterio.features.shapes`` output as arrays: each polygon's value, all points, and the
+    ring and polygon offsets of :func:`shapely.from_ragged_array` (the polygons ``shape()`` would
+    make of each, built at once)."""
+    rings, ring_counts = [], []
+    for g, _ in found:
+        rings.extend(g["coordinates"])
+        ring_counts.append(len(g["coordinates"]))
+    values = np.array([v for _, v in found], dtype=np.float64)
+    xy = np.array(list(chain.from_iterable(rings)), dtype=np.float64).reshape(-1, 2)
+    ring_offsets = np.concatenate([[0], np.cumsum(np.fromiter(map(len, rings), np.int64, len(rings)))])
+    poly_offsets = np.concatenate([[0], np.cumsum(ring_counts, dtype=np.int64)])
+    return values, xy, ring_offsets, poly_offsets
+
+
+def _atlas(masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pack boolean masks into one int32 label image (mask ``i`` is label ``i + 1``), shelf by
+    shelf in order of height, one empty pixel apart; returns it and each mask's (row, col)."""
+    shapes = [m.shape for m in masks]
+    heights = [s[0] for s in shapes]
+    width = max(max(s[1] for s in shapes), int(sum((h + 1) * (w + 1) for h, w in shapes) ** 0.5)) + 1
+    slots = [(0, 0)] * len(masks)
+    x = y = shelf = 0
+    for i in sorted(range(len(masks)), key=heights.__getitem__, reverse=True):
+        h, w = shapes[i]
+        if x + w > width:
+            x, y, shelf = 0, y + shelf + 1, 0
+        slots[i] = (y, x)
+        x, shelf = x + w + 1, max(shelf, h)
+    canvas = np.zeros((y + shelf, width), dtype=np.int32)
+    for i, (m, (r, c), (h, w)) in enumerate(zip(masks, slots, shapes, strict=True)):
+        canvas[r : r + h, c : c + w][m] = i + 1
+    return canvas, np.array(slots, dtype=np.int64).reshape(-1, 2)
+
+
 def instance_parts(
     pred: dict,
     tile: Tile,
@@ -102,68 +210,112 @@ def instance_parts(
     near_margin: int | None = None,
 ) -> list[InstancePart]:
     """Polygons of one tile's instance prediction (only the part inside the tile's window), with
-    partial duplicates inside a better detection removed (see :func:`suppress_fragments`)."""
+    partial duplicates inside a better detection removed (see :func:`suppress_fragments`).
+
+    Each mask above ``score_threshold`` is thresholded at ``mask_threshold`` (inside its box,
+    grown by a pixel, when the model gives boxes) and reduced to its largest 4-connected region,
+    and all of a tile's masks are polygonised at once (:func:`masks_to_geometries`)."""
     scores = to_numpy(pred["scores"]).reshape(-1)
     keep = np.flatnonzero(scores >= score_threshold)
     if keep.size == 0:
         return []
     masks = pred["masks"]
     labels = to_numpy(pred["labels"]).reshape(-1)
-    boxes = to_numpy(pred["boxes"]) if "boxes" in pred else None
     h, w = int(tile.window.height), int(tile.window.width)
     r_off, c_off = int(tile.window.row_off), int(tile.window.col_off)
-    out = []
-    for k in keep:
-        m = to_numpy(masks[k])
-        if m.ndim == 3:  # torchvision gives (K, 1, H, W)
-            m = m[0]
-        y0, x0, y1, x1 = 0, 0, h, w
-        if boxes is not None:  # masks are empty outside their box: only look inside it
-            bx0, by0, bx1, by1 = boxes[k]
-            x0, y0 = max(0, int(np.floor(bx0)) - 1), max(0, int(np.floor(by0)) - 1)
-            x1, y1 = min(w, int(np.ceil(bx1)) + 1), min(h, int(np.ceil(by1)) + 1)
-            if x1 <= x0 or y1 <= y0:
+    boxed = "boxes" in pred
+    if boxed:  # masks are empty outside their box: only look inside it
+        boxes = to_numpy(pred["boxes"]).reshape(-1, 4)[keep]
+        x0 = np.maximum(0, np.floor(boxes[:, 0]).astype(np.int64) - 1)
+        y0 = np.maximum(0, np.floor(boxes[:, 1]).astype(np.int64) - 1)
+        x1 = np.minimum(w, np.ceil(boxes[:, 2]).astype(np.int64) + 1)
+        y1 = np.minimum(h, np.ceil(boxes[:, 3]).astype(np.int64) + 1)
+        seen = np.flatnonzero((x1 > x0) & (y1 > y0))
+        windows = np.column_stack([y0, y1, x0, x1])[seen].tolist()
+    else:
+        seen, windows = np.arange(keep.size), [(0, h, 0, w)] * keep.size
+    whole = isinstance(masks, np.ndarray) and masks.ndim == 3  # index it directly
+    crops, rows, cols, found = [], [], [], []
+    for k, (a, b, c, d) in zip(keep[seen].tolist(), windows, strict=True):
+        if whole:
+            sub = masks[k, a:b, c:d]
+        else:
+            m = to_numpy(masks[k])
+            sub = (m[0] if m.ndim == 3 else m)[a:b, c:d]  # torchvision gives (K, 1, H, W)
+        if sub.dtype != bool:
+            sub = sub >= mask_threshold
+        if not boxed:  # the whole tile: crop to the mask's pixels, the atlas holds each mask whole
+            r = np.flatnonzero(sub.any(axis=1))
+            if r.size == 0:
                 continue
-        sub = m[y0:y1, x0:x1]
-        binary = sub if sub.dtype == bool else sub >= mask_threshold
-        # an instance is one connected region: stray specks of a soft mask are dropped
-        geom = mask_to_geometry(binary, r_off + y0, c_off + x0, min_area=min_area, largest=True)
-        if geom is None:
-            continue
-        gx0, gy0, gx1, gy1 = geom.bounds
-        top, left, bottom, right = tile.cut
-        # distance from each edge that cuts the scene (inf for the scene's own edges)
-        gaps = np.array(
-            [gy0 - r_off if top else np.inf, gx0 - c_off if left else np.inf,
-             r_off + h - gy1 if bottom else np.inf, c_off + w - gx1 if right else np.inf]
-        )  # fmt: skip
-        # a soft mask often stops a pixel or two short of the tile edge that cuts the object:
-        # within edge_margin counts as cut. It can also stop further short (8-20 px for a hull at
-        # 1.5 m): within near_margin the part is only near the edge, and the merge decides
-        cut = bool((gaps <= edge_margin).any())
-        near_by = (gaps <= (edge_margin if near_margin is None else near_margin)) & ~(gaps <= edge_margin)
-        near = int(np.dot(near_by, [TOP, LEFT, BOTTOM, RIGHT]))
-        out.append(InstancePart(geom, float(scores[k]), int(labels[k]), tile.index, cut, geom.area, near))
+            cs = np.flatnonzero(sub.any(axis=0))
+            sub = sub[r[0] : r[-1] + 1, cs[0] : cs[-1] + 1]
+            a, c = a + int(r[0]), c + int(cs[0])
+        crops.append(sub)
+        rows.append(r_off + a)
+        cols.append(c_off + c)
+        found.append(k)
+    # an instance is one connected region: stray specks of a soft mask are dropped
+    geoms = masks_to_geometries(crops, rows, cols, min_area=min_area)
+    present = np.flatnonzero(shapely.is_geometry(geoms))
+    if present.size == 0:
+        return []
+    geoms, k = geoms[present], np.array(found, dtype=np.int64)[present]
+    gx0, gy0, gx1, gy1 = shapely.bounds(geoms).T
+    top, left, bottom, right = tile.cut
+    # distance from each edge that cuts the scene (inf for the scene's own edges)
+    gaps = np.full((k.size, 4), np.inf)
+    for edge, cuts, gap in ((0, top, gy0 - r_off), (1, left, gx0 - c_off), (2, bottom, r_off + h - gy1),
+                            (3, right, c_off + w - gx1)):  # fmt: skip
+        if cuts:
+            gaps[:, edge] = gap
+    # a soft mask often stops a pixel or two short of the tile edge that cuts the object:
+    # within edge_margin counts as cut. It can also stop further short (8-20 px for a hull at
+    # 1.5 m): within near_margin the part is only near the edge, and the merge decides
+    cut = (gaps <= edge_margin).any(axis=1)
+    near_by = (gaps <= (edge_margin if near_margin is None else near_margin)) & ~(gaps <= edge_margin)
+    near = near_by @ np.array([TOP, LEFT, BOTTOM, RIGHT])
+    columns = zip(geoms.tolist(), scores[k].astype(float).tolist(), labels[k].astype(int).tolist(),
+                  cut.tolist(), shapely.area(geoms).tolist(), near.tolist(), strict=True)  # fmt: skip
+    out = [InstancePart(g, s, lb, tile.index, c, a, nb) for g, s, lb, c, a, nb in columns]
     return suppress_fragments(out, ios_threshold=fragment_ios)
 
 
 def suppress_fragments(parts: list[InstancePart], *, ios_threshold: float = 0.6) -> list[InstancePart]:
     """Within one tile, drop a part that lies mostly (``ios_threshold`` of its area) inside a
     better-scored part of the same class: a model's second, partial detection of one object.
-    Box NMS misses these because the two boxes differ in size."""
-    if len(parts) < 2:
+    Box NMS misses these because the two boxes differ in size.
+
+    Parts are taken best first (by score, then area) and returned in that order; a part is dropped
+    when it lies that much inside a part taken before it and kept, so a dropped part never causes
+    another drop.
+    """
+    n = len(parts)
+    if n < 2:
         return parts
-    order = sorted(range(len(parts)), key=lambda i: (-parts[i].score, -parts[i].area_px))
-    kept: list[InstancePart] = []
-    for i in order:
-        p = parts[i]
-        rivals = [k.geometry for k in kept if k.label == p.label]
-        if rivals:
-            inside = shapely.area(shapely.intersection(p.geometry, np.array(rivals, dtype=object)))
-            if inside.max() >= ios_threshold * p.area_px:
-                continue
-        kept.append(p)
-    return kept
+    geoms = np.array([p.geometry for p in parts], dtype=object)
+    scores = np.array([p.score for p in parts], dtype=np.float64)
+    areas = np.array([p.area_px for p in parts], dtype=np.float64)
+    labels = np.array([p.label for p in parts])
+    best_first = np.lexsort((-areas, -scores))
+    rank = np.empty(n, np.int64)
+    rank[best_first] = np.arange(n)
+    if ios_threshold <= 0:  # any better part of the class covers "enough": the best one per class stays
+        i, j = np.nonzero((labels[:, None] == labels[None, :]) & (rank[None, :] < rank[:, None]))
+        hits = np.ones(i.size, bool)
+    else:  # only parts that intersect can hold a share of each other
+        i, j = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+        pair = (labels[i] == labels[j]) & (rank[j] < rank[i])
+        i, j = i[pair], j[pair]
+        hits = shapely.area(shapely.intersection(geoms[i], geoms[j])) >= ios_threshold * areas[i]
+    i, j = i[hits], j[hits]
+    # whether a part goes depends on whether the parts that cover it stay: settle them best first
+    dropped = np.zeros(n, bool)
+    by_rank = np.lexsort((rank[j], rank[i]))
+    for a, b in zip(i[by_rank].tolist(), j[by_rank].tolist(), strict=True):
+        if not dropped[a] and not dropped[b]:
+            dropped[a] = True
+    return [parts[k] for k in best_first.tolist() if not dropped[k]]
 
 
 def semantic_pieces(probs, tile: Tile, classes: list[str]) -> list[SemanticPiece]:
@@ -207,7 +359,15 @@ def label_pieces(
             found = list(
                 features.shapes(regions.astype(np.int32), mask=sel, transform=transform, connectivity=4)
             )
-        for g, value in found:
-            i = int(value) - 1
-            out.append(SemanticPiece(shape(g), label, float(prob_sums[i]), int(counts[i])))
+        if not found:
+            continue
+        values, xy, ring_offsets, poly_offsets = _ragged(found)
+        polys = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_offsets, poly_offsets))
+        i = values.astype(np.int64) - 1
+        out.extend(
+            SemanticPiece(g, label, p, c)
+            for g, p, c in zip(
+                polys.tolist(), prob_sums[i].tolist(), counts[i].astype(int).tolist(), strict=True
+            )
+        )
     return out

@@ -178,3 +178,35 @@ def test_no_crs_refuses_geojson_and_writes_native(tmp_path, real_data):
     assert r.exit_code == 0 and "no CRS" in r.output  # the warning
     got = gpd.read_file(tmp_path / "o.gpkg")
     assert got.crs is None and len(got) == 1 and got["area_m2"].isna().all()
+
+
+def test_geodesic_areas_are_pyprojs_geometry_by_geometry():
+    """The one-pass areas equal pyproj's per-geometry ones exactly: polygons with holes,
+    multipolygons, either ring orientation, lines, collections, empties and None."""
+    from pyproj import Geod
+
+    from geoseg.georef import geodesic_areas
+
+    rng = np.random.default_rng(3)
+    geod = Geod(ellps="WGS84")
+    geoms = []
+    for _ in range(300):
+        lon, lat = rng.uniform(-179, 179), rng.uniform(-80, 80)
+        w, h = rng.uniform(1e-5, 1e-2, 2)
+        shell = shapely.box(lon, lat, lon + w, lat + h, ccw=bool(rng.integers(2)))
+        holes = [shapely.box(lon + w * f, lat + h * f, lon + w * (f + 0.1), lat + h * (f + 0.1)).exterior
+                 for f in rng.uniform(0.05, 0.8, rng.integers(0, 4)) if rng.random() < 0.9]  # fmt: skip
+        poly = shapely.Polygon(shell.exterior, holes[:1])  # holes may overlap: one is enough
+        kind = rng.integers(5)
+        if kind == 0:
+            geoms.append(shapely.MultiPolygon([poly, shapely.affinity.translate(poly, 0.5)]))
+        elif kind == 1:
+            geoms.append(shapely.GeometryCollection([poly, shapely.LineString([(lon, lat), (lon + w, lat)])]))
+        else:
+            geoms.append(poly)
+    geoms += [None, shapely.Polygon(), shapely.MultiPolygon()]
+    geoms = np.array(geoms, dtype=object)
+    expected = [abs(geod.geometry_area_perimeter(g)[0]) if g is not None else np.nan for g in geoms]
+    got = geodesic_areas(geoms)
+    np.testing.assert_array_equal(got, expected)  # bit for bit, NaN where NaN
+    np.testing.assert_array_equal(geodesic_areas(geoms[:200:2]), expected[:200:2])  # polygons alone

@@ -75,7 +75,10 @@ def train():
 def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations, batch_size, chip_size, lr,
              val_every, focus, hard_negatives, val_chips, max_gsd, rotated_view, seed,
              overwrite):  # fmt: skip
-    """Train Mask R-CNN on scenes with polygon labels; the best checkpoint by validation F1 is kept."""
+    """Train Mask R-CNN on scenes with polygon labels; the best checkpoint by validation F1 is kept.
+
+    The checkpoint records ship measures (metadata ``measures: ["ship"]``): geoseg predict gives its
+    objects length_m, beam_m and heading_deg."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from geoseg.train_maskrcnn import TrainOptions, train_maskrcnn

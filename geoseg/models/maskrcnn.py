@@ -29,6 +29,8 @@ from geoseg.models.base import TorchSegmenter, checkpoint_kwargs
 DEFAULT_ANCHOR_RATIOS = [0.5, 1.0, 2.0]
 #: anchor sizes per FPN level (torchvision's defaults)
 ANCHOR_SIZES = (32, 64, 128, 256, 512)
+#: the measures of a Mask R-CNN's objects unless its checkpoint says otherwise (``measures``)
+SHIP_MEASURES = ("ship",)
 
 #: named configurations; any key can be overridden in a checkpoint's config
 CONFIGS = {
@@ -135,15 +137,19 @@ class MaskRCNNSegmenter(TorchSegmenter):
     detector's boxes are axis-aligned: a hull lying diagonally has a box that also holds its
     neighbours in an anchorage, and their masks run together. Turned by 45 degrees, the same hulls
     have tight boxes. It costs about three times the model time of one view.
+
+    ``measures`` names the measure sets its objects get (see :mod:`geoseg.segmenter`): ship
+    length, beam and heading unless told otherwise, since geoseg's Mask R-CNN finds tankers.
     """
 
     def __init__(
         self, module: MaskRCNN, *, classes: Sequence[str], in_channels: int, rotated_view: bool = False,
-        **kwargs,
+        measures: Sequence[str] = SHIP_MEASURES, **kwargs,
     ) -> None:  # fmt: skip
         # no stride alignment: torchvision pads each image itself, and instances are merged anyway
         super().__init__(module, task="instance", classes=classes, in_channels=in_channels, **kwargs)
         self.rotated_view = bool(rotated_view)
+        self.measures = tuple(measures)
 
     @torch.inference_mode()
     def predict(self, tiles: np.ndarray, *, rotated_view: bool | None = None) -> list[dict]:
@@ -277,7 +283,11 @@ def _load(meta: dict, state: dict[str, torch.Tensor]) -> MaskRCNNSegmenter:
     module = build_maskrcnn(config, in_channels=meta["in_channels"], num_classes=len(meta["classes"]))
     module.load_state_dict(state)
     return MaskRCNNSegmenter(
-        module, rotated_view=bool(meta.get("rotated_view", False)), **checkpoint_kwargs(meta)
+        module,
+        rotated_view=bool(meta.get("rotated_view", False)),
+        # checkpoints made before the key existed are tanker models: they keep ship measures
+        measures=meta.get("measures", SHIP_MEASURES),
+        **checkpoint_kwargs(meta),
     )
 
 

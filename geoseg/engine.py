@@ -126,7 +126,6 @@ class LocalRunner:
         self.model_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="geoseg-model",
                                              initializer=_share_cores, initargs=(self.threads,))  # fmt: skip
         self.cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-cpu")
-        self.pack = False  # results stay in this process: nothing to pack
 
     def submit(self, fn: Callable, *args, model: bool = False) -> Future:
         pool = self.model_pool if model else self.cpu_pool
@@ -134,8 +133,12 @@ class LocalRunner:
         deps = [a for a in args if isinstance(a, Future)]
         remaining = [len(deps)]
         lock = threading.Lock()
+        # the arguments are dropped once the task has them: finished futures point at each other
+        # through their callbacks, and a batch's results must not wait for the garbage collector
+        held = {"args": args, "deps": deps}
 
         def launch() -> None:
+            args, deps = held.pop("args"), held.pop("deps")
             if not out.set_running_or_notify_cancel():
                 return
             failed = next((d for d in deps if d.cancelled() or d.exception() is not None), None)
@@ -143,7 +146,9 @@ class LocalRunner:
                 out.set_exception(failed.exception() if not failed.cancelled() else _Cancelled())
                 return
             values = [a.result() if isinstance(a, Future) else a for a in args]
+            del args, deps
             inner = pool.submit(fn, *values)
+            del values
             inner.add_done_callback(lambda f: _settle(out, f))
 
         def one_done(_f: Future) -> None:
@@ -191,8 +196,6 @@ class DaskRunner:
     resource (``dask worker --resources GPU=1``) get the forward passes, and polygonising is then a
     task of its own that any worker takes; without GPUs a batch is one task (read, forward pass,
     polygons), which moves the least data between workers."""
-
-    pack = True  # predictions travel between processes: masks go bit-packed
 
     def __init__(self, client) -> None:
         self.client = client
@@ -328,10 +331,10 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
                 return
             ref = work.images[image]
             if runner.split:  # the forward pass, then polygonising elsewhere
-                args = (ref, work.model, tiles, tile_shape, work.opts, work.cache, runner.pack)
+                args = (ref, work.model, tiles, tile_shape, work.opts, work.cache)
                 raw = runner.submit(infer_instances, *args, model=True)
+                # (not kept in live.futures: a batch's raw predictions go as soon as it is polygonised)
                 fut = runner.submit(vectorise_instances, raw, tiles, work.opts, work.cache)
-                live.futures.append(raw)
             else:
                 fut = runner.submit(run_batch, ref, work.model, tiles, tile_shape, work.opts, work.cache,
                                     model=True)  # fmt: skip
@@ -379,23 +382,21 @@ def _shippable(work: SceneWork) -> SceneWork:
 
 @dataclass
 class RawInstances:
-    """A forward pass's instance predictions, to be polygonised by another task: masks thresholded
-    to booleans (bit-packed when they travel to another process: a batch of 512 x 512 tiles with
-    100 masks each is then a few MB), or the batch's result kept from an interrupted run."""
+    """A forward pass's instance predictions, to be polygonised by another task: each mask cut to
+    its window (:func:`geoseg.vectorize.mask_windows`), so a batch is the size of its objects, not
+    of K full-tile masks per tile; or the batch's result kept from an interrupted run."""
 
     todo: list[int]  # which tiles of the batch had data
     preds: list[dict]
     tiles_skipped: int
     model_seconds: float
-    packed: bool = False
     cached: Any = None  # geoseg.pipeline.BatchResult
 
 
-def infer_instances(
-    ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, opts, cache=None, pack: bool = True
-) -> RawInstances:
+def infer_instances(ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, opts, cache=None):
     """A forward pass over one batch (the task that needs the GPU)."""
     from geoseg.pipeline import BatchResult, apply_worker_threads, read_tiles
+    from geoseg.vectorize import mask_windows
 
     if cache is not None:
         kept = cache.load(tiles)
@@ -416,16 +417,15 @@ def infer_instances(
         preds = seg.predict(batch, rotated_view=opts.rotated_view)
     seconds = time.perf_counter() - t0
     out = []
-    for p in preds:
-        masks = to_numpy(p["masks"])
-        if masks.ndim == 4:  # torchvision: (K, 1, H, W)
-            masks = masks[:, 0]
-        binary = masks if masks.dtype == bool else masks >= opts.mask_threshold
+    for slot, p in zip(range(len(todo)), preds, strict=False):
+        tile = tiles[todo[slot]]
+        h, w = int(tile.window.height), int(tile.window.width)
         rec = {k: to_numpy(v) for k, v in p.items() if k != "masks"}
-        rec["masks"] = np.packbits(binary, axis=-1) if pack else binary
-        rec["mask_width"] = binary.shape[-1]
+        rec["mask_crops"] = mask_windows(p, h, w, score_threshold=opts.score_threshold,
+                                         mask_threshold=opts.mask_threshold)  # fmt: skip
         out.append(rec)
-    return RawInstances(todo, out, len(tiles) - len(todo), seconds, packed=pack)
+    del preds, batch  # the full masks go now, not when the next batch's do
+    return RawInstances(todo, out, len(tiles) - len(todo), seconds)
 
 
 def vectorise_instances(raw: RawInstances, tiles: Sequence[Tile], opts, cache=None):
@@ -439,12 +439,8 @@ def vectorise_instances(raw: RawInstances, tiles: Sequence[Tile], opts, cache=No
     result.model_seconds = raw.model_seconds
     with gdal_env():
         for slot, i in enumerate(raw.todo):
-            rec = dict(raw.preds[slot])
-            width = rec.pop("mask_width")
-            if raw.packed:
-                rec["masks"] = np.unpackbits(rec["masks"], axis=-1, count=width).astype(bool)
             result.parts.extend(
-                instance_parts(rec, tiles[i], score_threshold=opts.score_threshold,
+                instance_parts(raw.preds[slot], tiles[i], score_threshold=opts.score_threshold,
                                mask_threshold=opts.mask_threshold, near_margin=opts.edge_margin)
             )  # fmt: skip
     if cache is not None:

@@ -13,7 +13,12 @@ A segmenter is any object with:
   for semantic models a ``(num_classes, H, W)`` array of probabilities. NumPy arrays or torch tensors.
 
 Optional attributes geoseg reads when present: ``name``, ``tile_size``, ``overlap`` (defaults for
-``geoseg predict``) and ``stride`` (tile positions are aligned to it).
+``geoseg predict``), ``stride`` (tile positions are aligned to it), ``to(device)`` (a torch model
+moves to ``--device``) and ``measures``: a tuple of names of measure sets its objects get on top of
+every feature's properties (default ``()``: none). ``("ship",)`` adds ``length_m``, ``beam_m`` and
+``heading_deg`` (see :mod:`geoseg.attributes`); geoseg's Mask R-CNN takes it from its checkpoint's
+``measures`` key (a checkpoint without the key keeps ship measures). A model without the attribute,
+such as the threshold plug-ins, gets no such columns.
 
 ``--model`` takes either a checkpoint file (see :mod:`geoseg.checkpoint`) or ``package.module:factory``,
 a callable that returns a segmenter, called with the ``--model-arg KEY=VALUE`` options as keywords.
@@ -135,13 +140,18 @@ def resolve_device(device: str | None) -> str:
 def default_batch_size(device: str | None) -> int:
     """Tiles per forward pass when none is given: 4 on a CPU (more only adds latency), 16 on a GPU
     (enough to keep it busy with 512 x 512 tiles of a light Mask R-CNN or U-Net)."""
+    if (device or "auto") == "auto" and "torch" not in sys.modules:
+        return 4  # no torch model has been loaded: whatever runs, runs on the CPU
     return 16 if resolve_device(device).startswith("cuda") else 4
 
 
 def get_segmenter(model: ModelSpec, device: str | None = None) -> Segmenter:
     """The segmenter for ``model`` on ``device`` (see :func:`resolve_device`), loaded once per
     process and device and then reused."""
-    key = (model.key, resolve_device(device))
+    wanted = check_device(device or "auto")
+    # "auto" is resolved only once torch is loaded: resolving it loads torch (seconds), which a
+    # model without torch (a plug-in) never needs
+    key = (model.key, resolve_device(wanted) if wanted != "auto" or "torch" in sys.modules else "auto")
     with _cache_lock:
         if key not in _cache:
             _cache[key] = load_segmenter(model, device)
@@ -166,7 +176,7 @@ def load_segmenter(model: ModelSpec, device: str | None = None) -> Segmenter:
         seg = load_checkpoint(model.spec)
     check_segmenter(seg, model.spec)
     wanted = check_device(device or "auto")
-    if callable(getattr(seg, "to", None)):
+    if callable(getattr(seg, "to", None)):  # a torch model: torch is loaded by now
         seg.to(resolve_device(wanted))
     elif wanted.startswith("cuda"):
         raise ModelError(f"model '{model.spec}': cannot run on {wanted} (it has no to(device) method)")

@@ -198,6 +198,38 @@ def _atlas(masks: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return canvas, np.array(slots, dtype=np.int64).reshape(-1, 2)
 
 
+def mask_windows(pred: dict, h: int, w: int, *, score_threshold: float = 0.5,
+                 mask_threshold: float = 0.5) -> list:  # fmt: skip
+    """Each mask of ``pred`` as ``(row, col, binary crop)`` in tile pixels, cut to the window
+    :func:`instance_parts` would look at (its box grown by a pixel, or its pixels' extent without
+    boxes); None for masks under ``score_threshold`` or with an empty window. ``pred`` with
+    ``"mask_crops"`` set to this gives :func:`instance_parts` the same parts, while a batch's
+    predictions shrink from K full-tile masks per tile to their crops."""
+    scores = to_numpy(pred["scores"]).reshape(-1)
+    masks = pred["masks"]
+    boxes = to_numpy(pred["boxes"]).reshape(-1, 4) if "boxes" in pred else None
+    out: list = [None] * scores.size
+    for k in np.flatnonzero(scores >= score_threshold).tolist():
+        m = to_numpy(masks[k])
+        m = m[0] if m.ndim == 3 else m  # torchvision gives (K, 1, H, W)
+        if boxes is not None:
+            bx0, by0, bx1, by1 = boxes[k]
+            x0, y0 = max(0, int(np.floor(bx0)) - 1), max(0, int(np.floor(by0)) - 1)
+            x1, y1 = min(w, int(np.ceil(bx1)) + 1), min(h, int(np.ceil(by1)) + 1)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            sub = m[y0:y1, x0:x1]  # a copy below: a view would keep the whole mask stack alive
+            out[k] = (y0, x0, sub.copy() if sub.dtype == bool else sub >= mask_threshold)
+            continue
+        binary = m if m.dtype == bool else m >= mask_threshold
+        r = np.flatnonzero(binary.any(axis=1))
+        if r.size == 0:
+            continue
+        c = np.flatnonzero(binary.any(axis=0))
+        out[k] = (int(r[0]), int(c[0]), binary[r[0] : r[-1] + 1, c[0] : c[-1] + 1].copy())
+    return out
+
+
 def instance_parts(
     pred: dict,
     tile: Tile,
@@ -219,10 +251,22 @@ def instance_parts(
     keep = np.flatnonzero(scores >= score_threshold)
     if keep.size == 0:
         return []
-    masks = pred["masks"]
     labels = to_numpy(pred["labels"]).reshape(-1)
     h, w = int(tile.window.height), int(tile.window.width)
     r_off, c_off = int(tile.window.row_off), int(tile.window.col_off)
+    if "mask_crops" in pred:  # already cut to their windows by mask_windows (the engine does)
+        crops, rows, cols, found = [], [], [], []
+        for k in keep.tolist():
+            if pred["mask_crops"][k] is None:
+                continue
+            a, c, sub = pred["mask_crops"][k]
+            crops.append(sub)
+            rows.append(r_off + a)
+            cols.append(c_off + c)
+            found.append(k)
+        return _parts_from_crops(crops, rows, cols, found, scores, labels, tile, h, w, r_off, c_off,
+                                 edge_margin, near_margin, min_area, fragment_ios)  # fmt: skip
+    masks = pred["masks"]
     boxed = "boxes" in pred
     if boxed:  # masks are empty outside their box: only look inside it
         boxes = to_numpy(pred["boxes"]).reshape(-1, 4)[keep]
@@ -255,6 +299,13 @@ def instance_parts(
         rows.append(r_off + a)
         cols.append(c_off + c)
         found.append(k)
+    return _parts_from_crops(crops, rows, cols, found, scores, labels, tile, h, w, r_off, c_off,
+                             edge_margin, near_margin, min_area, fragment_ios)  # fmt: skip
+
+
+def _parts_from_crops(crops, rows, cols, found, scores, labels, tile, h, w, r_off, c_off, edge_margin,
+                      near_margin, min_area, fragment_ios) -> list[InstancePart]:  # fmt: skip
+    """The parts of a tile's masks, given as binary crops at scene pixel ``rows``/``cols``."""
     # an instance is one connected region: stray specks of a soft mask are dropped
     geoms = masks_to_geometries(crops, rows, cols, min_area=min_area)
     present = np.flatnonzero(shapely.is_geometry(geoms))

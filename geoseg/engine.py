@@ -266,20 +266,33 @@ def execute(
             on_done(live.item, outcome, error)
 
     def handle(event) -> None:
-        kind, live, fut, released = event
+        kind, live, fut, released, value = event
         state["in_flight"] -= released
         if kind == "batch":
             state["done"] += 1
             if progress:
                 progress(state["done"], state["submitted"])
-        error = _error_of(fut)
+        error = value if isinstance(value, BaseException) else _error_of(fut)
         if error is not None:
             report(live, None, error)
         elif kind == "reduce":
-            report(live, fut.result(), None)
+            report(live, value, None)
+
+    # a scene's outcome is fetched from its worker off this thread, which goes on submitting
+    fetcher = ThreadPoolExecutor(2, thread_name_prefix="geoseg-fetch")
+
+    def fetch(kind: str, live: _Live, f, released: int) -> None:
+        try:
+            value = f.result() if _error_of(f) is None else None
+        except BaseException as exc:
+            value = exc
+        events.put((kind, live, f, released, value))
 
     def watch(fut, kind: str, live: _Live, released: int) -> None:
-        fut.add_done_callback(lambda f: events.put((kind, live, f, released)))
+        if kind == "reduce":
+            fut.add_done_callback(lambda f: fetcher.submit(fetch, kind, live, f, released))
+        else:
+            fut.add_done_callback(lambda f: events.put((kind, live, f, released, None)))
 
     def make_room(needed: int) -> None:
         while state["in_flight"] + needed > window and state["in_flight"] > 0:
@@ -305,6 +318,7 @@ def execute(
             handle(events.get())
     while state["open"] > 0:
         handle(events.get())
+    fetcher.shutdown(wait=False)
 
 
 def _error_of(fut) -> BaseException | None:
@@ -706,13 +720,17 @@ def _prepare_instance(ref, model, seg, opts, outputs, cache) -> SceneWork:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoCRSWarning)  # reported once, when the caller opened it
-        with ref.open() as sc:
-            count, native_gsd = sc.count, sc.native_gsd
-        ref = trained_bands(ref, seg, count)
-        ref = resolve_gsd(ref, seg, opts, native_gsd)
-        if opts.rotated_view is not None and getattr(seg, "rotated_view", None) is None:
-            raise ModelError(f"model '{model.name}': has no rotated view (a Mask R-CNN checkpoint has)")
-        with ref.open() as sc:
+        first, asked = ref.open(), ref
+        try:
+            ref = trained_bands(ref, seg, first.count)
+            ref = resolve_gsd(ref, seg, opts, first.native_gsd)
+            if opts.rotated_view is not None and getattr(seg, "rotated_view", None) is None:
+                raise ModelError(f"model '{model.name}': has no rotated view (a Mask R-CNN checkpoint has)")
+            same = ref == asked  # other bands or another grid: open it again as chosen
+        except BaseException:
+            first.close()
+            raise
+        with first if same else _closing_then_open(first, ref) as sc:
             check_bands(sc, seg, model)
             grid = make_grid(sc, seg, opts)
             if opts.edge_margin is None:
@@ -728,6 +746,12 @@ def _prepare_instance(ref, model, seg, opts, outputs, cache) -> SceneWork:
     }  # fmt: skip
     return SceneWork("instance", model, opts, grid, [ref], meta, header, outputs, pixel_space, cache,
                      slice_indexes=[None])  # fmt: skip
+
+
+def _closing_then_open(first, ref: SceneRef):
+    """``ref`` opened anew (other bands or grid than ``first``, which is closed)."""
+    first.close()
+    return ref.open()
 
 
 def trained_bands(ref: SceneRef, seg, count: int) -> SceneRef:

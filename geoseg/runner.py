@@ -274,8 +274,8 @@ def run_job(
                 events=events,
             ) as (client, local_workers):
                 opts = job_options(job, local_workers)
-                if client is not None:  # each worker loads the model once, before the clock starts
-                    client.run(warm_up, model, opts.device)
+                # each worker (or this process) loads the model once, before the clock starts
+                client.run(warm_up, model, opts.device) if client is not None else warm_up(model, opts.device)
                 report.cluster_seconds = time.perf_counter() - started
                 scene_run = _SceneRun(job, model, opts, state, events, progress, rows, local=client is None)
                 scene_run.total = len(todo)
@@ -323,8 +323,14 @@ def job_options(job: Job, workers: int) -> PredictOptions:
 
 
 def warm_up(model: ModelSpec, device: str) -> None:
-    """On a worker: import the engine and load the model (once per process), before any scene."""
+    """On a worker: import what the tasks run and load the model (once per process), before any
+    scene, so that the first batches do not pay for it."""
+    import geoseg.blend  # noqa: F401
     import geoseg.engine  # noqa: F401
+    import geoseg.features  # noqa: F401
+    import geoseg.masks  # noqa: F401
+    import geoseg.merge  # noqa: F401
+    import geoseg.output  # noqa: F401
 
     get_segmenter(model, device)
 

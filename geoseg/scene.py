@@ -6,6 +6,7 @@ source has nodata, a mask, or NaN. A whole scene is never read at once.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -150,9 +151,10 @@ class Scene:
         self._grid = (width, height, ds.transform * Affine.scale(ds.width / width, ds.height / height))
 
     # -- metadata ---------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def native_gsd(self) -> float | None:
-        """Ground sample distance of the raster's own grid in metres, at its centre."""
+        """Ground sample distance of the raster's own grid in metres, at its centre (computed once:
+        it builds a local projection)."""
         if self.crs is None:
             return None
         ds = self._ds

@@ -5,7 +5,8 @@ batch size and torch threads: first the model's predict() over tiles already in 
 whole pipeline (Dask graph, windowed reads, vectorising, merging, georeferencing, writing GeoJSON),
 then the model alone again; the ratio uses the mean of the two model runs.
 
-    .venv/bin/python bench/overhead.py [--config light|resnet50] [--size 2048] [--tile-size 512]
+    .venv/bin/python bench/overhead.py [--config light|resnet50] [--model CHECKPOINT] [--size 2048]
+                                       [--tile-size 512] [--scene SCENE.tif]
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from geoseg.runtime import prefer_passive_openmp  # noqa: E402
+
+prefer_passive_openmp()  # as geoseg predict does, before torch loads (a policy you set stays)
 
 from bench.common import rerun_line  # noqa: E402
 from geoseg.output import write_vectors  # noqa: E402
@@ -43,6 +48,7 @@ def main() -> None:
     ap.add_argument("--tile-size", type=int, default=512)
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--scene", default=None, help="an existing scene instead of the generated one")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="geoseg-bench-"))
@@ -65,7 +71,10 @@ def main() -> None:
         out[:, b == 1] = 230
         return out
 
-    write_scene(scene, args.size, args.size, draw, count=3)
+    if args.scene:
+        scene = Path(args.scene)
+    else:
+        write_scene(scene, args.size, args.size, draw, count=3)
     spec = ModelSpec(args.model) if args.model else ModelSpec(
         "geoseg.models.maskrcnn:random_init", (("config", args.config),)
     )  # fmt: skip
@@ -85,7 +94,7 @@ def main() -> None:
     pipeline = time.perf_counter() - t0
     m2 = model_alone(seg, tiles, args.batch_size)
     model = (m1 + m2) / 2
-    print(f"model: {args.model or 'random ' + args.config}; scene {args.size} x {args.size}, "
+    print(f"model: {args.model or 'random ' + args.config}; scene {args.scene or args.size}, "
           f"{len(tiles)} tiles of {args.tile_size} (overlap {args.overlap}), batch {args.batch_size}, "
           f"torch threads {torch.get_num_threads()}")  # fmt: skip
     print(f"model alone: {m1:.2f} s, {m2:.2f} s (mean {model:.2f} s, {len(tiles) / model:.2f} tiles/s)")

@@ -120,6 +120,7 @@ class LocalRunner:
     futures of other tasks starts once they are done, with their results (as dask would do it)."""
 
     split = True  # forward passes and polygonising are separate tasks
+    prefetch = True  # and reading: a batch is read while the model runs the one before
 
     def __init__(self, workers: int = 1) -> None:
         self.threads = max(1, int(workers))
@@ -203,6 +204,7 @@ class DaskRunner:
         self.threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
         self.gpus = any((w.get("resources") or {}).get("GPU") for w in workers.values())
         self.split = self.gpus
+        self.prefetch = False  # a batch is read where its forward pass runs: no pixels travel
 
     def submit(self, fn: Callable, *args, model: bool = False):
         extra = {"resources": {"GPU": 1}} if model and self.gpus else {}
@@ -346,6 +348,8 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
             ref = work.images[image]
             if runner.split:  # the forward pass, then polygonising elsewhere
                 args = (ref, work.model, tiles, tile_shape, work.opts, work.cache)
+                if runner.prefetch:  # read on the CPU thread while the model runs the batch before
+                    args = (*args, runner.submit(read_batch, ref, tiles, tile_shape, work.cache))
                 raw = runner.submit(infer_instances, *args, model=True)
                 # (not kept in live.futures: a batch's raw predictions go as soon as it is polygonised)
                 fut = runner.submit(vectorise_instances, raw, tiles, work.opts, work.cache)
@@ -407,21 +411,47 @@ class RawInstances:
     cached: Any = None  # geoseg.pipeline.BatchResult
 
 
-def infer_instances(ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, opts, cache=None):
-    """A forward pass over one batch (the task that needs the GPU)."""
-    from geoseg.pipeline import BatchResult, apply_worker_threads, read_tiles
-    from geoseg.vectorize import mask_windows
+@dataclass
+class ReadBatch:
+    """A batch's tiles read ahead of its forward pass (:func:`read_batch`)."""
+
+    todo: list[int]
+    batch: np.ndarray | None
+    cached: Any = None  # the batch's result kept from an interrupted run: nothing was read
+
+
+def read_batch(ref: SceneRef, tiles: Sequence[Tile], tile_shape, cache=None) -> ReadBatch:
+    """Read one batch's tiles (a CPU task: in this process it runs while the model works on the
+    batch before)."""
+    from geoseg.pipeline import BatchResult, read_tiles
 
     if cache is not None:
         kept = cache.load(tiles)
         if kept is not None:
-            return RawInstances([], [], 0, 0.0, cached=BatchResult(*kept))
-    seg = get_segmenter(model, opts.device)
-    apply_worker_threads()
+            return ReadBatch([], None, cached=BatchResult(*kept))
     try:
         _, todo, batch = read_tiles(ref, tiles, tile_shape)
     except GeosegError as exc:
         raise type(exc)(str(exc)) from None  # no GDAL cause: it may not survive the trip home
+    return ReadBatch(todo, batch)
+
+
+def infer_instances(
+    ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, opts, cache=None,
+    read: ReadBatch | None = None,
+) -> RawInstances:  # fmt: skip
+    """A forward pass over one batch (the task that needs the GPU), on the tiles ``read`` ahead
+    of it, or read here."""
+    from geoseg.pipeline import apply_worker_threads
+    from geoseg.vectorize import mask_windows
+
+    read = read if read is not None else read_batch(ref, tiles, tile_shape, cache)
+    if read.cached is not None:
+        return RawInstances([], [], 0, 0.0, cached=read.cached)
+    seg = get_segmenter(model, opts.device)
+    apply_worker_threads()
+    todo, batch = read.todo, read.batch
+    del read
     if not todo:
         return RawInstances([], [], len(tiles), 0.0)
     t0 = time.perf_counter()

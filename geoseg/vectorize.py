@@ -219,7 +219,7 @@ def mask_windows(pred: dict, h: int, w: int, *, score_threshold: float = 0.5,
             if x1 <= x0 or y1 <= y0:
                 continue
             sub = m[y0:y1, x0:x1]  # a copy below: a view would keep the whole mask stack alive
-            out[k] = (y0, x0, sub.copy() if sub.dtype == bool else sub >= mask_threshold)
+            out[k] = (y0, x0, np.array(sub) if sub.dtype == bool else sub >= mask_threshold)
             continue
         binary = m if m.dtype == bool else m >= mask_threshold
         r = np.flatnonzero(binary.any(axis=1))
@@ -254,47 +254,15 @@ def instance_parts(
     labels = to_numpy(pred["labels"]).reshape(-1)
     h, w = int(tile.window.height), int(tile.window.width)
     r_off, c_off = int(tile.window.row_off), int(tile.window.col_off)
-    if "mask_crops" in pred:  # already cut to their windows by mask_windows (the engine does)
-        crops, rows, cols, found = [], [], [], []
-        for k in keep.tolist():
-            if pred["mask_crops"][k] is None:
-                continue
-            a, c, sub = pred["mask_crops"][k]
-            crops.append(sub)
-            rows.append(r_off + a)
-            cols.append(c_off + c)
-            found.append(k)
-        return _parts_from_crops(crops, rows, cols, found, scores, labels, tile, h, w, r_off, c_off,
-                                 edge_margin, near_margin, min_area, fragment_ios)  # fmt: skip
-    masks = pred["masks"]
-    boxed = "boxes" in pred
-    if boxed:  # masks are empty outside their box: only look inside it
-        boxes = to_numpy(pred["boxes"]).reshape(-1, 4)[keep]
-        x0 = np.maximum(0, np.floor(boxes[:, 0]).astype(np.int64) - 1)
-        y0 = np.maximum(0, np.floor(boxes[:, 1]).astype(np.int64) - 1)
-        x1 = np.minimum(w, np.ceil(boxes[:, 2]).astype(np.int64) + 1)
-        y1 = np.minimum(h, np.ceil(boxes[:, 3]).astype(np.int64) + 1)
-        seen = np.flatnonzero((x1 > x0) & (y1 > y0))
-        windows = np.column_stack([y0, y1, x0, x1])[seen].tolist()
-    else:
-        seen, windows = np.arange(keep.size), [(0, h, 0, w)] * keep.size
-    whole = isinstance(masks, np.ndarray) and masks.ndim == 3  # index it directly
+    # each mask cut to its window: by the engine already (``mask_crops``), else here
+    windows = pred.get("mask_crops")
+    if windows is None:
+        windows = mask_windows(pred, h, w, score_threshold=score_threshold, mask_threshold=mask_threshold)
     crops, rows, cols, found = [], [], [], []
-    for k, (a, b, c, d) in zip(keep[seen].tolist(), windows, strict=True):
-        if whole:
-            sub = masks[k, a:b, c:d]
-        else:
-            m = to_numpy(masks[k])
-            sub = (m[0] if m.ndim == 3 else m)[a:b, c:d]  # torchvision gives (K, 1, H, W)
-        if sub.dtype != bool:
-            sub = sub >= mask_threshold
-        if not boxed:  # the whole tile: crop to the mask's pixels, the atlas holds each mask whole
-            r = np.flatnonzero(sub.any(axis=1))
-            if r.size == 0:
-                continue
-            cs = np.flatnonzero(sub.any(axis=0))
-            sub = sub[r[0] : r[-1] + 1, cs[0] : cs[-1] + 1]
-            a, c = a + int(r[0]), c + int(cs[0])
+    for k in keep.tolist():
+        if windows[k] is None:
+            continue
+        a, c, sub = windows[k]
         crops.append(sub)
         rows.append(r_off + a)
         cols.append(c_off + c)

@@ -92,10 +92,11 @@ def test_a_failing_batch_fails_its_scene_and_leaves_no_mask(tmp_path):
     done = {}
     runner = LocalRunner(1)
     try:
+        opts = PredictOptions(tile_size=128, overlap=16, batch_size=1)
+        outputs = Outputs(vectors=str(tmp_path / "o.gpkg"))
         execute(
-            [path], lambda p: prepare(p, model, PredictOptions(tile_size=128, overlap=16, batch_size=1),
-                                      Outputs(vectors=str(tmp_path / "o.gpkg")), mask_path=tmp_path / "m.tif"),
-            runner, on_done=lambda i, o, e: done.setdefault("s", (o, e)),
+            [path], lambda p: prepare(p, model, opts, outputs, mask_path=tmp_path / "m.tif"), runner,
+            on_done=lambda i, o, e: done.setdefault("s", (o, e)),
         )  # fmt: skip
     finally:
         runner.close()

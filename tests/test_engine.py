@@ -108,11 +108,13 @@ def test_a_failing_batch_fails_its_scene_and_leaves_no_mask(tmp_path):
 def test_forward_passes_go_to_gpu_workers(scenes):
     """A cluster with one worker declaring a GPU resource: every forward pass runs there, and the
     polygonising is a task of its own; the objects are those of a local run."""
-    from distributed import Client, Scheduler, SpecCluster, Worker, get_task_stream
+    from distributed import Client, Nanny, Scheduler, SpecCluster, get_task_stream
 
+    # worker processes: GDAL's configuration is process-wide, and workers sharing this process
+    # would set it from their threads while the client opens scenes here
     workers = {
-        "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
-        "cpu": {"cls": Worker, "options": {"nthreads": 1}},
+        "gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+        "cpu": {"cls": Nanny, "options": {"nthreads": 1}},
     }
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
     opts = PredictOptions(tile_size=128, overlap=16, batch_size=2)

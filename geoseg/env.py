@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import rasterio
 
@@ -15,6 +16,24 @@ ALLOWED_DRIVERS = frozenset(
 MAX_PIXELS = int(os.environ.get("GEOSEG_MAX_PIXELS", str(2**34)))
 
 
+# GDAL's configuration options are process-wide: entering or leaving an environment sets them
+# (and starts GDAL in a new thread), and two threads doing so at once can crash GDAL. geoseg's
+# threads (a run's model and CPU threads, the thread that plans the next scene) take turns.
+_ENV_LOCK = threading.Lock()
+
+
+class _Env(rasterio.Env):
+    """rasterio.Env whose entering and leaving are serialised across threads."""
+
+    def __enter__(self):
+        with _ENV_LOCK:
+            return super().__enter__()
+
+    def __exit__(self, *exc):
+        with _ENV_LOCK:
+            return super().__exit__(*exc)
+
+
 def gdal_env(**options) -> rasterio.Env:
     """A rasterio.Env with geoseg's safe defaults; keyword options override them."""
     settings = {
@@ -24,7 +43,7 @@ def gdal_env(**options) -> rasterio.Env:
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.png,.jpg,.jpeg",
     }
     settings.update(options)
-    return rasterio.Env(**settings)
+    return _Env(**settings)
 
 
 _fault_hits: dict[str, int] = {}

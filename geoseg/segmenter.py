@@ -149,13 +149,25 @@ def get_segmenter(model: ModelSpec, device: str | None = None) -> Segmenter:
     """The segmenter for ``model`` on ``device`` (see :func:`resolve_device`), loaded once per
     process and device and then reused."""
     wanted = check_device(device or "auto")
-    # "auto" is resolved only once torch is loaded: resolving it loads torch (seconds), which a
-    # model without torch (a plug-in) never needs
-    key = (model.key, resolve_device(wanted) if wanted != "auto" or "torch" in sys.modules else "auto")
     with _cache_lock:
-        if key not in _cache:
-            _cache[key] = load_segmenter(model, device)
-        return _cache[key]
+        seg = _cached(model.key, wanted)
+        if seg is None:
+            seg = load_segmenter(model, wanted)
+            # kept under the device asked for and the one it runs on: "auto" and "cpu" are one
+            # model on a machine without a GPU
+            runs_on = resolve_device(wanted) if callable(getattr(seg, "to", None)) else "cpu"
+            _cache[(model.key, wanted)] = _cache[(model.key, runs_on)] = seg
+        return seg
+
+
+def _cached(key: str, wanted: str) -> Segmenter | None:
+    seg = _cache.get((key, wanted))
+    if seg is not None or wanted != "auto":
+        return seg
+    if "torch" in sys.modules:  # resolving "auto" costs nothing once torch is loaded
+        return _cache.get((key, resolve_device("auto")))
+    seg = _cache.get((key, "cpu"))  # a model without torch runs on the CPU, whatever "auto" says
+    return seg if seg is not None and not callable(getattr(seg, "to", None)) else None
 
 
 def load_segmenter(model: ModelSpec, device: str | None = None) -> Segmenter:

@@ -391,11 +391,15 @@ def test_killed_mid_scene_does_not_redo_finished_batches(tmp_path):
     env = {**os.environ, "GEOSEG_CRASH_AT": "batch-cached:4"}
     assert run(job, cwd=tmp_path, env=env).returncode == -signal.SIGKILL
     first = len(calls.read_text().splitlines())
-    assert first == 4
+    kept = len(list((tmp_path / "tiles" / "big" / "cache").rglob("*.json")))
+    # killed as the 4th batch was kept; the model may have run the next one already (it runs a
+    # batch ahead of the polygonising), which was lost with the process
+    assert kept == 4 and 4 <= first <= 5
     assert run(job, cwd=tmp_path).returncode == 0
     batches = json.loads((tmp_path / "out" / "big.report.json").read_text())["scenes"][0]["tiles"]
     total = -(-batches // 2)
-    assert len(calls.read_text().splitlines()) == total  # 4 before the kill + the rest, none twice
+    # the kept batches are not run again: only the one lost with the process, and the rest
+    assert len(calls.read_text().splitlines()) == total + first - kept
     calls.unlink()
     ref = tmp_path / "ref.yaml"
     ref.write_text(job.read_text().replace("dir: out", "dir: out2").replace("name: big", "name: ref"))

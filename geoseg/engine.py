@@ -300,27 +300,50 @@ def execute(
         while state["in_flight"] + needed > window and state["in_flight"] > 0:
             handle(events.get())
 
-    for item in items:
-        if on_start:
+    # the next scene is planned (its header read) on a thread of its own while this one's batches
+    # are submitted, so the workers are fed without waiting for the client
+    planner = ThreadPoolExecutor(1, thread_name_prefix="geoseg-plan")
+
+    def plan(item) -> tuple:
+        if on_start:  # here, on the calling thread: it may record the run state
             on_start(item)
-        started = time.perf_counter()
-        try:
-            work = prepare(item)
-        except Exception as exc:  # a bad scene fails alone, before anything is submitted
-            if on_done:
-                on_done(item, None, exc)
-            continue
-        live = _Live(item, work, started)
-        state["open"] += 1
-        try:
-            _submit_scene(live, runner, watch, make_room, state, window)
-        except Exception as exc:
-            report(live, None, exc)
-        while not events.empty():  # take what finished meanwhile, without waiting
-            handle(events.get())
+        return item, time.perf_counter(), planner.submit(prepare, item)
+
+    queue_ = iter(items)
+    ahead = [plan(item) for item in _take(queue_, 1)]
+    try:
+        while ahead:
+            item, started, planned = ahead.pop(0)
+            error = planned.exception()
+            work = planned.result() if error is None else None
+            ahead += [plan(nxt) for nxt in _take(queue_, 1)]
+            if error is not None:  # a bad scene fails alone, before anything is submitted
+                if on_done:
+                    on_done(item, None, error)
+                continue
+            live = _Live(item, work, started)
+            state["open"] += 1
+            try:
+                _submit_scene(live, runner, watch, make_room, state, window)
+            except Exception as exc:
+                report(live, None, exc)
+            while not events.empty():  # take what finished meanwhile, without waiting
+                handle(events.get())
+    finally:
+        planner.shutdown(wait=True, cancel_futures=True)
     while state["open"] > 0:
         handle(events.get())
     fetcher.shutdown(wait=False)
+
+
+def _take(it, n: int) -> list:
+    out = []
+    for _ in range(n):
+        try:
+            out.append(next(it))
+        except StopIteration:
+            break
+    return out
 
 
 def _error_of(fut) -> BaseException | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -56,6 +57,10 @@ def run(ctx, job_file, scheduler, workers, dry_run_, force, log_format):
             click.echo(f"{n} of {len(steps)} scenes would be processed", err=True)
             ctx.exit(EXIT_OK)
         events = Events(log_format, quiet=quiet)
+        if log_format == "json":  # a warning is an event too: stderr stays one JSON object a line
+            warnings.showwarning = lambda message, category, *_a, **_k: events(
+                "warning", str(message), category=category.__name__
+            )
         progress = _Progress() if (log_format == "text" and not quiet and sys.stderr.isatty()) else None
         try:
             report = run_job(job, workers=workers, scheduler=scheduler, force=force, events=events,

@@ -6,10 +6,13 @@ scene's header, chooses bands, ground sample distance and the tile grid: no pixe
 submits the scene's batch tasks, and its reduction, whose arguments are the batch tasks' futures:
 the data goes from worker to worker and never through the client.
 
-- Instance scenes: every batch task reads its tiles, runs the model and vectorises
-  (:func:`geoseg.pipeline.run_batch`); on a cluster whose workers declare a ``GPU`` resource the
-  forward pass (:func:`infer_instances`, which asks for the GPU) and the polygonising
-  (:func:`vectorise_instances`, which doesn't) are separate tasks, so a GPU never waits on shapely.
+- Instance scenes: on a CPU cluster, every batch task reads its tiles, runs the model and
+  vectorises (:func:`geoseg.pipeline.run_batch`). On a cluster whose workers declare a ``GPU``
+  resource, the forward pass (:func:`infer_instances`, which asks for the GPU, and hands on each
+  mask cut to its window) and the polygonising (:func:`vectorise_instances`, which doesn't) are
+  separate tasks, so a GPU never waits on shapely. In this process, reading
+  (:func:`read_batch`) and polygonising run on a CPU thread while the model thread runs the next
+  forward pass.
   One :func:`reduce_instances` task merges the scene's parts, georeferences and measures them and
   writes the scene's vector file.
 - Semantic scenes: batch tasks return blended-ready probabilities (:func:`geoseg.blend.run_tiles`);
@@ -384,13 +387,13 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
             live.futures.append(fut)
             results.append(fut)
             watch(fut, "batch", live, 1)
-        reduction = runner.submit(reduce_instances, _shippable(work), *results)
+        reduction = runner.submit(reduce_instances, work, *results)
         live.futures.append(reduction)
         watch(reduction, "reduce", live, 0)
         return
     # semantic: a chain of stitch steps, each taking the next few batches
     per_step = max(1, min(window // 2, len(work.grid.tiles()) // max(1, work.opts.batch_size) or 1, 8))
-    stitch = runner.submit(stitch_begin, _shippable(work))
+    stitch = runner.submit(stitch_begin, work)
     live.futures.append(stitch)
     for k in range(0, len(batches), per_step):
         chunk = batches[k : k + per_step]
@@ -411,11 +414,6 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
     reduction = runner.submit(stitch_finish, stitch)
     live.futures.append(reduction)
     watch(reduction, "reduce", live, 0)
-
-
-def _shippable(work: SceneWork) -> SceneWork:
-    """The work as reduction tasks receive it (callbacks stay: local runs pass objects as they are)."""
-    return work
 
 
 # -- instance tasks ----------------------------------------------------------------------------

@@ -740,38 +740,41 @@ def prepare(
     process (not only on a cluster's workers)."""
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
     model = model if isinstance(model, ModelSpec) else ModelSpec(model)
-    _open_header(ref, axis, hu_window)  # a bad scene fails before a model is loaded
-    # the client reads the model's settings; on a cluster the workers run it (on their devices)
-    seg = get_segmenter(model, opts.device if local else "cpu")
+    opened = _open_header(ref, axis, hu_window)  # a bad scene fails before a model is loaded
+    try:
+        # the client reads the model's settings; on a cluster the workers run it (on their devices)
+        seg = get_segmenter(model, opts.device if local else "cpu")
+        if seg.task == "instance" and mask_path is not None:
+            raise ModelError(f"model '{model.name}': masks are written for semantic models only")
+    except BaseException:
+        if opened is not None:
+            opened.close()
+        raise
     if seg.task == "semantic":
+        if opened is not None:
+            opened.close()  # semantic planning opens each image as it chooses it
         return _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, slices, hu_window,
                                  sinks, outlines)  # fmt: skip
-    if mask_path is not None:
-        raise ModelError(f"model '{model.name}': masks are written for semantic models only")
-    return _prepare_instance(ref, model, seg, opts, outputs, cache)
+    return _prepare_instance(ref, model, seg, opts, outputs, cache, opened)
 
 
-def _open_header(ref: SceneRef, axis, hu_window) -> None:
-    from geoseg.slices import SliceScene, is_slice_file
+def _open_header(ref: SceneRef, axis, hu_window):
+    """Open ``ref`` (a bad scene fails here, before a model is loaded): the open scene, or None for
+    a stack or volume, whose slices are opened one by one later."""
+    from geoseg.slices import SliceRef, SliceScene, is_slice_file
 
-    if is_slice_file(ref.path) and not isinstance(ref, _slice_ref_type()):
+    if is_slice_file(ref.path) and not isinstance(ref, SliceRef):
         SliceScene(ref.path, bands=ref.bands, index=0, axis=axis, hu_window=hu_window).close()
-    else:
-        ref.open().close()
+        return None
+    return ref.open()
 
 
-def _slice_ref_type():
-    from geoseg.slices import SliceRef
-
-    return SliceRef
-
-
-def _prepare_instance(ref, model, seg, opts, outputs, cache) -> SceneWork:
+def _prepare_instance(ref, model, seg, opts, outputs, cache, first=None) -> SceneWork:
     from geoseg.pipeline import check_bands, make_grid, resolve_gsd
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoCRSWarning)  # reported once, when the caller opened it
-        first, asked = ref.open(), ref
+        first, asked = first if first is not None else ref.open(), ref
         try:
             ref = trained_bands(ref, seg, first.count)
             ref = resolve_gsd(ref, seg, opts, first.native_gsd)

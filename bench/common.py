@@ -29,7 +29,7 @@ def rerun_line(argv: list[str]) -> str:
 
 def objects_scene(work: Path, side: int) -> tuple[Path, int]:
     """The boxes scene of the memory benchmarks (one object per 200 x 200 px), made once."""
-    from geoseg.synth import random_boxes, shapes_scene
+    from geoseg.synth.scenes import random_boxes, shapes_scene
 
     scene = Path(work) / f"objects_{side}.tif"
     n = side * side // 40000

@@ -1,7 +1,7 @@
 """Does geoseg keep N workers busy? ``geoseg run`` with a latency model on 1 to 16 loopback worker
 processes, against the ideal time.
 
-The latency model (``geoseg.plugins:latency_instances``) waits 0.1 s per tile and uses no CPU while
+The latency model (``geoseg.models.plugins:latency_instances``) waits 0.1 s per tile and uses no CPU while
 it waits, as a GPU-bound detector keeps its caller waiting: so a 2-core machine can show whether
 the engine itself scales to more workers than it has cores. Each scene is 1024 x 1024 with a few
 squares, cut into 16 tiles of 256 (batches of 4): a scene is 1.6 s of model time, and the ideal
@@ -33,7 +33,7 @@ TILE, SIDE, BATCH = 256, 1024, 4
 def make_scenes(folder: Path, n: int) -> None:
     import numpy as np
 
-    from geoseg.synth import write_scene
+    from geoseg.synth.scenes import write_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):
@@ -49,8 +49,8 @@ def make_scenes(folder: Path, n: int) -> None:
 
 
 def run(workers: int, scenes: int, delay: float) -> dict:
-    from geoseg.jobs import load_job
-    from geoseg.runner import run_job
+    from geoseg.batch.jobs import load_job
+    from geoseg.batch.runner import run_job
 
     archive = WORK / "archive"
     make_scenes(archive, scenes)
@@ -63,7 +63,7 @@ def run(workers: int, scenes: int, delay: float) -> dict:
     (run_dir / "job.yaml").write_text(
         "name: scaling\n"
         "inputs: [{list: scenes.txt}]\n"
-        "model: geoseg.plugins:latency_instances\n"
+        "model: geoseg.models.plugins:latency_instances\n"
         f"model_args: {{seconds_per_tile: {delay}, threshold: 100}}\n"
         f"tiling: {{tile_size: {TILE}, overlap: 0, batch_size: {BATCH}}}\n"
         "outputs: {dir: out, combined: none, report: false}\n"

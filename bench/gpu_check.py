@@ -25,9 +25,9 @@ MODEL = "geoseg/weights/tankers-light.safetensors"
 
 
 def prepare(folder: Path, scene: str) -> None:
-    from geoseg.checkpoint import load_checkpoint
-    from geoseg.scene import open_scene
-    from geoseg.tiling import TileGrid
+    from geoseg.inference.tiling import TileGrid
+    from geoseg.io.scene import open_scene
+    from geoseg.models.checkpoint import load_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     seg = load_checkpoint(MODEL, device="cpu")
@@ -48,7 +48,7 @@ def prepare(folder: Path, scene: str) -> None:
 def check(folder: Path) -> None:
     import torch
 
-    from geoseg.checkpoint import load_checkpoint
+    from geoseg.models.checkpoint import load_checkpoint
     from geoseg.models.maskrcnn import CONFIGS, build_maskrcnn, instance_target, no_resize
 
     assert torch.cuda.is_available(), "no CUDA device"

@@ -1,5 +1,5 @@
 """Held-out lung slices: the U-Net checkpoint against the threshold baseline, per slice Dice with
-geoseg.dice's empty-mask convention, summarised overall and per kind. "unet" is what `geoseg
+geoseg.evaluation.dice's empty-mask convention, summarised overall and per kind. "unet" is what `geoseg
 predict` writes (the checkpoint's tiles, blending and minimum region area); "unet-raw" is the
 network's argmax on the whole slice, untiled and without the minimum area, for reference.
 
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from geoseg.baselines import threshold_lungs
-from geoseg.dice import dice_score, iou_score
-from geoseg.pipeline import PredictOptions
-from geoseg.segmenter import ModelSpec, get_segmenter
-from geoseg.semantic import predict_semantic
+from geoseg.evaluation.baselines import threshold_lungs
+from geoseg.evaluation.dice import dice_score, iou_score
+from geoseg.inference.semantic import predict_semantic
+from geoseg.inference.tasks import PredictOptions
+from geoseg.models.segmenter import ModelSpec, get_segmenter
 
 
 def summary(values: list[float]) -> str:

@@ -1,5 +1,5 @@
 """Cost of recording one scene's update in a job's run state, with 10, 10,000 and 100,000 scenes
-recorded: the SQLite run state (``geoseg.runstate.RunState``, one upserted row, WAL,
+recorded: the SQLite run state (``geoseg.batch.runstate.RunState``, one upserted row, WAL,
 ``synchronous=FULL``) against the JSON manifest of earlier versions, reimplemented here as it
 worked (every record serialised and the whole file written to a temporary name, fsynced and
 renamed, on every change).
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import rerun_line  # noqa: E402
-from geoseg.runstate import MANIFEST_FORMAT, RunState  # noqa: E402
+from geoseg.batch.runstate import MANIFEST_FORMAT, RunState  # noqa: E402
 
 WORK = Path(__file__).resolve().parents[1] / "bench" / ".work" / "manifest_update"
 

@@ -31,7 +31,7 @@ def main() -> None:
     for side in (args.small, args.big):
         scene, n = objects_scene(work, side)
         out = work / f"objects_{side}.gpkg"
-        cmd = [geoseg, "-q", "predict", str(scene), "-m", "geoseg.plugins:threshold_instances",
+        cmd = [geoseg, "-q", "predict", str(scene), "-m", "geoseg.models.plugins:threshold_instances",
                "--model-arg", "threshold=100", "--tile-size", str(args.tile_size), "-o", str(out),
                "--overwrite"]  # fmt: skip
         rss, wall = peak_rss_mb(cmd)

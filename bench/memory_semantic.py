@@ -37,7 +37,7 @@ def main() -> None:
     for side in (args.small, args.big):
         scene, _ = objects_scene(work, side)  # the same scenes as bench/memory.py
         mask, out = work / f"semantic_{side}_mask.tif", work / f"semantic_{side}.gpkg"
-        cmd = [geoseg, "-q", "predict", str(scene), "-m", "geoseg.plugins:threshold_semantic",
+        cmd = [geoseg, "-q", "predict", str(scene), "-m", "geoseg.models.plugins:threshold_semantic",
                "--model-arg", "threshold=100", "--tile-size", str(args.tile_size), "--overlap",
                str(args.overlap), "--blend", args.blend, "--mask", str(mask), "-o", str(out),
                "--overwrite"]  # fmt: skip

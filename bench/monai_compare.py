@@ -34,7 +34,7 @@ from bench.common import rerun_line  # noqa: E402
 
 
 def _model_spec(args, large: bool):
-    from geoseg.segmenter import ModelSpec
+    from geoseg.models.segmenter import ModelSpec
 
     if args.model:
         return ModelSpec(args.model)
@@ -44,11 +44,11 @@ def _model_spec(args, large: bool):
 
 # -- the two sides, each in a child process -------------------------------------------------------
 def run_geoseg(inp: str, out: str, spec, tile: int, overlap: int, blend: str) -> float:
-    from geoseg.blend import predict_blended
-    from geoseg.masks import MaskWriter
-    from geoseg.pipeline import PredictOptions
-    from geoseg.scene import SceneRef
-    from geoseg.segmenter import get_segmenter
+    from geoseg.inference.blend import predict_blended
+    from geoseg.inference.tasks import PredictOptions
+    from geoseg.io.masks import MaskWriter
+    from geoseg.io.scene import SceneRef
+    from geoseg.models.segmenter import get_segmenter
 
     get_segmenter(spec)  # model loading is not timed on either side
     t0 = time.perf_counter()
@@ -65,7 +65,7 @@ def run_monai(inp: str, out: str, spec, tile: int, overlap: int, blend: str) -> 
     import torch
     from monai.inferers import sliding_window_inference
 
-    from geoseg.segmenter import get_segmenter
+    from geoseg.models.segmenter import get_segmenter
 
     seg = get_segmenter(spec)
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -136,7 +136,7 @@ def make_inputs(work: Path, slice_size: int, large: int) -> tuple[Path, Path]:
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    from geoseg.synth_lungs import lung_slices
+    from geoseg.synth.lungs import lung_slices
 
     lung = next(s for s in lung_slices(4, size=slice_size, seed=11) if s.kind == "lung")
     slice_path = work / f"lung_{slice_size}.npy"
@@ -165,7 +165,7 @@ def _median_run(runs: list[dict]) -> dict:
 def _dice(a: Path, b: Path) -> float:
     import rasterio
 
-    from geoseg.dice import dice_score
+    from geoseg.evaluation.dice import dice_score
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # pixel-space masks

@@ -33,7 +33,7 @@ PITCH, SIDE, OFFSET = 20, 10, 5  # lattice: a SIDE-pixel square every PITCH pixe
 
 def lattice_scene(work: Path, size: int) -> tuple[Path, int]:
     """The lattice scene of ``size`` x ``size`` pixels (made once) and its number of squares."""
-    from geoseg.synth import write_scene
+    from geoseg.synth.scenes import write_scene
 
     path = work / f"lattice_{size}.tif"
     n = (size // PITCH) ** 2
@@ -59,7 +59,7 @@ def lattice_truth(size: int, transform) -> np.ndarray:
     """The squares in the scene CRS, in geoseg's feature order (top to bottom, left to right)."""
     import shapely
 
-    from geoseg.georef import pixel_to_crs
+    from geoseg.io.georef import pixel_to_crs
 
     k = size // PITCH
     r, c = np.divmod(np.arange(k * k), k)
@@ -104,7 +104,7 @@ def main() -> None:
     out = Path(args.output) if args.output else work / f"lattice_{args.size}.parquet"
     stats_path = work / f"lattice_{args.size}.stats.json"
     geoseg = str(Path(sys.executable).with_name("geoseg"))
-    cmd = [geoseg, "-q", "predict", str(scene), "-m", "geoseg.plugins:threshold_instances",
+    cmd = [geoseg, "-q", "predict", str(scene), "-m", "geoseg.models.plugins:threshold_instances",
            "--model-arg", "threshold=100", "--tile-size", "512", "--overlap", "64",
            "--workers", str(args.workers), "-o", str(out), "--overwrite",
            "--stats", str(stats_path)]  # fmt: skip

@@ -26,11 +26,11 @@ from geoseg.runtime import prefer_passive_openmp  # noqa: E402
 prefer_passive_openmp()  # as geoseg predict does, before torch loads (a policy you set stays)
 
 from bench.common import rerun_line  # noqa: E402
-from geoseg.output import write_vectors  # noqa: E402
-from geoseg.pipeline import PredictOptions, make_grid, predict_scene  # noqa: E402
-from geoseg.scene import open_scene  # noqa: E402
-from geoseg.segmenter import ModelSpec, get_segmenter  # noqa: E402
-from geoseg.synth import random_boxes, write_scene  # noqa: E402
+from geoseg.inference.tasks import PredictOptions, make_grid, predict_scene  # noqa: E402
+from geoseg.io.scene import open_scene  # noqa: E402
+from geoseg.io.vectors import write_vectors  # noqa: E402
+from geoseg.models.segmenter import ModelSpec, get_segmenter  # noqa: E402
+from geoseg.synth.scenes import random_boxes, write_scene  # noqa: E402
 
 
 def model_alone(seg, tiles: list[np.ndarray], batch_size: int) -> float:

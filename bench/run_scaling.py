@@ -12,7 +12,7 @@ Part 2, tiles per second (``--part rates``): the same archive of synthetic tanke
 scratch in each configuration:
 
 - in this process (as ``geoseg run`` without a cluster; OMP_WAIT_POLICY=PASSIVE as the CLI sets it);
-- a LocalCluster geoseg starts (``geoseg.cluster.start_local_cluster``) of 1 worker process;
+- a LocalCluster geoseg starts (``geoseg.batch.cluster.start_local_cluster``) of 1 worker process;
 - one of 2 worker processes of 1 thread each;
 - a joined cluster: ``dask scheduler`` and ``dask worker --nthreads 1`` started by hand, with the
   nanny (its MALLOC_TRIM_THRESHOLD_ in the worker), repaired by geoseg's worker plug-in;
@@ -22,7 +22,7 @@ The figure is tiles run / seconds spent in scenes (from the run report). Cluster
 warm-up (geoseg's plug-in registered, the model loaded on every worker, as ``run_job`` loads it in
 this process before the first scene) are left out and reported separately. Outputs of every
 configuration are compared feature for feature. Everything goes through the public entry point
-``geoseg.runner.run_job``.
+``geoseg.batch.runner.run_job``.
 
     .venv/bin/python bench/run_scaling.py [--scenes 3] [--size 2048] [--batches 8] [--repeat 1] [--part all]
 """
@@ -57,7 +57,7 @@ from geoseg import runtime
 fix = runtime.restore_malloc_thresholds() if sys.argv[4] == "fix" else None
 import rasterio
 from rasterio.windows import Window
-from geoseg.segmenter import ModelSpec, get_segmenter
+from geoseg.models.segmenter import ModelSpec, get_segmenter
 seg = get_segmenter(ModelSpec(sys.argv[5]))
 n, size = int(sys.argv[3]), seg.tile_size or 512
 with rasterio.open(sys.argv[1]) as src:
@@ -169,10 +169,10 @@ def _warm_up(address: str, model) -> None:
     """Register geoseg's worker plug-in (as a run does, before torch loads there) and load the model
     on every worker, so that a worker's first batch is no slower than one in this process, where
     ``run_job`` loads the model before the first scene."""
-    from geoseg.cluster import open_cluster
+    from geoseg.batch.cluster import open_cluster
 
     def load() -> None:
-        from geoseg.segmenter import get_segmenter
+        from geoseg.models.segmenter import get_segmenter
 
         get_segmenter(model)
 
@@ -188,10 +188,10 @@ def _features(path: Path) -> list:
 
 
 def rates(archive: Path, batch_size: int) -> None:
-    from geoseg.cluster import start_local_cluster
-    from geoseg.jobs import load_job
-    from geoseg.runner import run_job
-    from geoseg.segmenter import ModelSpec
+    from geoseg.batch.cluster import start_local_cluster
+    from geoseg.batch.jobs import load_job
+    from geoseg.batch.runner import run_job
+    from geoseg.models.segmenter import ModelSpec
 
     configs = (
         ("in-process", "inproc", None),

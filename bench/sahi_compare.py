@@ -33,8 +33,8 @@ def run_sahi(scene: str, model_path: str, tile: int, overlap: int, out: str) -> 
     from sahi.predict import get_sliced_prediction
     from sahi.utils.cv import get_coco_segmentation_from_bool_mask
 
-    from geoseg.checkpoint import load_checkpoint
-    from geoseg.georef import pixel_to_crs
+    from geoseg.io.georef import pixel_to_crs
+    from geoseg.models.checkpoint import load_checkpoint
     from geoseg.models.maskrcnn import no_resize
 
     t0 = time.perf_counter()
@@ -103,7 +103,7 @@ def main() -> None:
         return
 
     from bench.common import peak_rss_mb, rerun_line
-    from geoseg.evaluate import evaluate, read_vectors
+    from geoseg.evaluation.objects import evaluate, read_vectors
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

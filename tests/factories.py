@@ -26,7 +26,7 @@ def pointwise_torch(in_channels: int = 1, num_classes: int = 2, seed: int = 0) -
 
 def threshold_with_max_gsd(max_gsd: float = 1.0, threshold: float = 100) -> object:
     """The threshold instance model with a checkpoint-like ``max_gsd`` in its metadata."""
-    from geoseg.plugins import ThresholdInstances
+    from geoseg.models.plugins import ThresholdInstances
 
     seg = ThresholdInstances(threshold=threshold)
     seg.metadata = {"max_gsd": float(max_gsd)}
@@ -36,7 +36,7 @@ def threshold_with_max_gsd(max_gsd: float = 1.0, threshold: float = 100) -> obje
 def short_of_edges(stop: int = 12, threshold: float = 100) -> object:
     """The threshold instance model, but its masks stop ``stop`` pixels short of every tile edge,
     as a soft mask of an object cut by the tile often does."""
-    from geoseg.plugins import ThresholdInstances
+    from geoseg.models.plugins import ThresholdInstances
 
     class ShortOfEdges(ThresholdInstances):
         def predict(self, tiles):
@@ -59,7 +59,7 @@ def concurrency_probe(seconds: float = 0.2, threshold: float = 100) -> object:
     import threading
     import time
 
-    from geoseg.plugins import ThresholdInstances
+    from geoseg.models.plugins import ThresholdInstances
 
     lock = threading.Lock()
 
@@ -80,7 +80,7 @@ def concurrency_probe(seconds: float = 0.2, threshold: float = 100) -> object:
 
 def semantic_failing_after(calls: int = 1) -> object:
     """The threshold semantic model, whose forward pass fails from its ``calls + 1``-th call on."""
-    from geoseg.plugins import ThresholdSemantic
+    from geoseg.models.plugins import ThresholdSemantic
 
     class Failing(ThresholdSemantic):
         seen = 0

@@ -8,9 +8,9 @@ import shapely
 from affine import Affine
 from rasterio.transform import from_origin
 
-from geoseg.attributes import ship_attributes
-from geoseg.georef import pixel_to_crs
-from geoseg.synth_tankers import Tanker, truth_frame
+from geoseg.inference.attributes import ship_attributes
+from geoseg.io.georef import pixel_to_crs
+from geoseg.synth.tankers import Tanker, truth_frame
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_beam_of_a_raster_outline_is_not_widened_by_its_staircase():
     them is up to a pixel too wide on each side. The midbody beam is not."""
     from rasterio.features import rasterize
 
-    from geoseg.vectorize import mask_to_geometry
+    from geoseg.inference.vectorize import mask_to_geometry
 
     transform = from_origin(400000, 5600000, 2.0, 2.0)  # 2 m pixels: a 30 m beam is 15 px
     beams, envelopes = [], []

@@ -10,16 +10,16 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from geoseg.blend import BLENDS, Stitcher, blend_window, blended_probabilities, predict_blended
-from geoseg.dice import dice_score
 from geoseg.errors import ModelError
-from geoseg.pipeline import PredictOptions
-from geoseg.segmenter import ModelSpec
-from geoseg.semantic import predict_semantic
-from geoseg.tiling import TileGrid
+from geoseg.evaluation.dice import dice_score
+from geoseg.inference.blend import BLENDS, Stitcher, blend_window, blended_probabilities, predict_blended
+from geoseg.inference.semantic import predict_semantic
+from geoseg.inference.tasks import PredictOptions
+from geoseg.inference.tiling import TileGrid
+from geoseg.models.segmenter import ModelSpec
 from tests.helpers import write_raster
 
-THRESHOLD = ModelSpec("geoseg.plugins:threshold_semantic", (("threshold", 100), ("sharpness", 0.05)))
+THRESHOLD = ModelSpec("geoseg.models.plugins:threshold_semantic", (("threshold", 100), ("sharpness", 0.05)))
 POINTWISE = ModelSpec("tests.factories:pointwise_torch")
 WEIGHTS = Path(__file__).resolve().parents[1] / "geoseg" / "weights" / "lungs-unet.safetensors"
 
@@ -78,7 +78,7 @@ def test_unet_seams_dice(tmp_path):
     trained lung U-Net is judged on its own mask (P >= 0.5). Without it, a random U-Net is judged
     at the median of its whole-image probabilities: its P >= 0.5 mask is nearly all foreground,
     which would make the comparison trivially pass."""
-    from geoseg.synth_lungs import lung_slices
+    from geoseg.synth.lungs import lung_slices
 
     lung = next(s for s in lung_slices(3, size=512, seed=5) if s.kind == "lung")
     path = tmp_path / "slice.npy"
@@ -131,7 +131,7 @@ def test_raster_mask_is_a_tiled_compressed_geotiff_with_the_input_geometry(tmp_p
 
 def test_instance_models_are_refused(noisy_scene):
     with pytest.raises(ModelError, match="needs a semantic model"):
-        predict_blended(str(noisy_scene), ModelSpec("geoseg.plugins:threshold_instances"))
+        predict_blended(str(noisy_scene), ModelSpec("geoseg.models.plugins:threshold_instances"))
 
 
 def _specks() -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +161,7 @@ def test_min_area_drops_small_regions_from_mask_and_outlines_alike(tmp_path, suf
         scene = tmp_path / "s.png"
         Image.fromarray(a).save(scene)
     opts = PredictOptions(tile_size=64, overlap=16, min_area=10)
-    model = ModelSpec("geoseg.plugins:threshold_semantic", (("threshold", 100), ("sharpness", 0.05)))
+    model = ModelSpec("geoseg.models.plugins:threshold_semantic", (("threshold", 100), ("sharpness", 0.05)))
     result = predict_semantic(str(scene), model, opts, blend="constant", mask_path=tmp_path / f"m{suffix}")
     with rasterio.open(tmp_path / f"m{suffix}") as ds:
         assert np.array_equal(ds.read(1), expected)
@@ -180,7 +180,7 @@ def test_min_area_drops_small_regions_from_mask_and_outlines_alike(tmp_path, suf
 def test_min_area_defaults_to_the_checkpoints():
     from types import SimpleNamespace
 
-    from geoseg.pipeline import resolve_min_area
+    from geoseg.inference.tasks import resolve_min_area
 
     seg = SimpleNamespace(metadata={"min_area": 16.0})
     assert resolve_min_area(PredictOptions(), seg) == 16.0

@@ -10,9 +10,9 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from geoseg.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from geoseg.cli.main import cli
 from geoseg.errors import CheckpointError
+from geoseg.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from geoseg.models.pointwise import build_pointwise
 from tests.helpers import write_raster
 

@@ -9,7 +9,7 @@ import torch
 from monai.losses import DiceCELoss, DiceLoss
 from monai.metrics import DiceMetric, MeanIoU
 
-from geoseg.dice import class_scores, dice_ce_loss, dice_score, iou_score, soft_dice_loss
+from geoseg.evaluation.dice import class_scores, dice_ce_loss, dice_score, iou_score, soft_dice_loss
 
 
 def random_cases(seed: int = 0, n: int = 40, size: int = 16):

@@ -7,13 +7,13 @@ import geopandas as gpd
 import numpy as np
 import pytest
 
-from geoseg.engine import LocalRunner, Outputs, execute, prepare
-from geoseg.pipeline import PredictOptions, predict_scene
-from geoseg.segmenter import ModelSpec
+from geoseg.inference.engine import LocalRunner, Outputs, execute, prepare
+from geoseg.inference.tasks import PredictOptions, predict_scene
+from geoseg.models.segmenter import ModelSpec
 from tests import factories
 from tests.helpers import objects_array, write_raster
 
-THRESHOLD = ModelSpec("geoseg.plugins:threshold_instances", (("threshold", 100),))
+THRESHOLD = ModelSpec("geoseg.models.plugins:threshold_instances", (("threshold", 100),))
 PROBE = ModelSpec("tests.factories:concurrency_probe", (("seconds", 0.3),))
 
 

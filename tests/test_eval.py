@@ -10,7 +10,7 @@ import shapely
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
-from geoseg.evaluate import evaluate
+from geoseg.evaluation.objects import evaluate
 
 CRS = "EPSG:32633"
 

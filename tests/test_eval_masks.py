@@ -12,7 +12,7 @@ from PIL import Image
 
 from geoseg.cli.main import cli
 from geoseg.errors import EvalError
-from geoseg.mask_eval import evaluate_masks
+from geoseg.evaluation.masks import evaluate_masks
 
 
 def _png(path, mask):

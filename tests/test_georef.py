@@ -17,10 +17,10 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 
 from geoseg.cli.main import cli
-from geoseg.vectorize import mask_to_geometry
+from geoseg.inference.vectorize import mask_to_geometry
 from tests.helpers import write_raster
 
-FACTORY = "geoseg.plugins:threshold_instances"
+FACTORY = "geoseg.models.plugins:threshold_instances"
 
 
 def predict_geojson(scene, out, *extra):
@@ -185,7 +185,7 @@ def test_geodesic_areas_are_pyprojs_geometry_by_geometry():
     multipolygons, either ring orientation, lines, collections, empties and None."""
     from pyproj import Geod
 
-    from geoseg.georef import geodesic_areas
+    from geoseg.io.georef import geodesic_areas
 
     rng = np.random.default_rng(3)
     geod = Geod(ellps="WGS84")

@@ -1,7 +1,7 @@
 """The committed lung U-Net on freshly synthesised patients it never saw (seeds no training,
 validation or evaluation set used): mean Dice >= 0.97 and worst slice >= 0.90 over whole walks
-(empty slices included, scored with geoseg.dice's convention), clearly above the threshold baseline.
-The checkpoint is made again by `make lung-model`."""
+(empty slices included, scored with geoseg.evaluation.dice's convention), clearly above the threshold
+baseline. The checkpoint is made again by `make lung-model`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoseg.baselines import threshold_lungs
-from geoseg.checkpoint import load_checkpoint, read_metadata
-from geoseg.dice import dice_score
+from geoseg.evaluation.baselines import threshold_lungs
+from geoseg.evaluation.dice import dice_score
+from geoseg.models.checkpoint import load_checkpoint, read_metadata
 from geoseg.models.unet import UNetSegmenter
-from geoseg.synth_lungs import lung_slices
+from geoseg.synth.lungs import lung_slices
 
 MODEL = Path(__file__).resolve().parents[1] / "geoseg" / "weights" / "lungs-unet.safetensors"
 

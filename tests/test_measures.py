@@ -10,11 +10,11 @@ import torch
 from click.testing import CliRunner
 from rasterio.transform import from_origin
 
-from geoseg.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from geoseg.features import to_features
-from geoseg.merge import MergedObject
-from geoseg.plugins import ThresholdInstances
-from geoseg.segmenter import ModelSpec
+from geoseg.inference.features import to_features
+from geoseg.inference.merge import MergedObject
+from geoseg.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from geoseg.models.plugins import ThresholdInstances
+from geoseg.models.segmenter import ModelSpec
 
 SHIP = ["length_m", "beam_m", "heading_deg"]
 COMMITTED = "geoseg/weights/tankers-light.safetensors"
@@ -67,7 +67,7 @@ def test_maskrcnn_measures_come_from_the_checkpoint(tmp_path, declared, expected
 @pytest.mark.slow
 def test_geoseg_train_maskrcnn_records_ship_measures(tmp_path):
     from geoseg.cli.main import cli
-    from geoseg.synth_tankers import tanker_scene
+    from geoseg.synth.tankers import tanker_scene
 
     for name, seed in (("a", 1), ("v", 2)):
         tanker_scene(tmp_path / f"{name}.tif", size=300, gsd=1.5, n_tankers=2, seed=seed,

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from geoseg.merge import merge_instances
-from geoseg.plugins import ThresholdInstances
-from geoseg.tiling import TileGrid
-from geoseg.vectorize import InstancePart, instance_parts, mask_to_geometry
+from geoseg.inference.merge import merge_instances
+from geoseg.inference.tiling import TileGrid
+from geoseg.inference.vectorize import InstancePart, instance_parts, mask_to_geometry
+from geoseg.models.plugins import ThresholdInstances
 
 
 def tiled_objects(image: np.ndarray, size: int, overlap: int) -> list[shapely.Geometry]:
@@ -107,8 +107,8 @@ def test_partial_second_detection_from_another_tile_is_dropped():
 
 
 def test_a_part_near_a_tile_edge_is_cut_only_if_another_tile_sees_the_object_go_on():
-    from geoseg.merge import confirm_cuts
-    from geoseg.vectorize import LEFT, RIGHT
+    from geoseg.inference.merge import confirm_cuts
+    from geoseg.inference.vectorize import LEFT, RIGHT
 
     tiles = _two_tiles()  # tile 0: cols 0..100, tile 1: cols 80..180
     stops_short = InstancePart(shapely.box(50, 40, 90, 50), 0.9, 1, 0, False, 400.0, RIGHT)  # 10 px short

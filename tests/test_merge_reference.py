@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from geoseg.merge import _clean_overlap, merge_instances, polygonal
-from geoseg.plugins import ThresholdInstances
-from geoseg.tiling import TileGrid
-from geoseg.vectorize import BOTTOM, LEFT, RIGHT, TOP, InstancePart, instance_parts
+from geoseg.inference.merge import _clean_overlap, merge_instances, polygonal
+from geoseg.inference.tiling import TileGrid
+from geoseg.inference.vectorize import BOTTOM, LEFT, RIGHT, TOP, InstancePart, instance_parts
+from geoseg.models.plugins import ThresholdInstances
 
 # --- the reference ------------------------------------------------------------------------------
 
@@ -237,8 +237,8 @@ def reference_dissolve(pieces):
 def test_semantic_dissolve_as_before(seed, size, overlap):
     """The same polygons (the union's own where pieces meet, the pieces themselves where they meet
     none) with the same mean probabilities, as unioning every piece of a class did."""
-    from geoseg.merge import dissolve_semantic
-    from geoseg.vectorize import semantic_pieces
+    from geoseg.inference.merge import dissolve_semantic
+    from geoseg.inference.vectorize import semantic_pieces
 
     rng = np.random.default_rng(seed)
     classes = ["background", "a", "b"]

@@ -11,11 +11,11 @@ import shapely
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
-from geoseg.pipeline import PredictOptions, predict_scene
-from geoseg.segmenter import ModelSpec
+from geoseg.inference.tasks import PredictOptions, predict_scene
+from geoseg.models.segmenter import ModelSpec
 from tests.helpers import objects_array, write_raster
 
-THRESHOLD = ModelSpec("geoseg.plugins:threshold_instances", (("threshold", 100),))
+THRESHOLD = ModelSpec("geoseg.models.plugins:threshold_instances", (("threshold", 100),))
 
 
 def run_cli(*args):
@@ -162,7 +162,7 @@ def test_no_overwrite_without_flag(objects_scene, tmp_path):
 
 
 def test_semantic_tiled_equals_whole(objects_scene):
-    spec = ModelSpec("geoseg.plugins:threshold_semantic", (("threshold", 100),))
+    spec = ModelSpec("geoseg.models.plugins:threshold_semantic", (("threshold", 100),))
     whole = predict_scene(objects_scene, spec, PredictOptions(tile_size=4096, overlap=0)).features
     tiled = predict_scene(objects_scene, spec, PredictOptions(tile_size=256, overlap=32)).features
     assert len(whole) == len(tiled) > 50

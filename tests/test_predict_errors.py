@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from geoseg.cli.main import cli
 from tests.helpers import write_raster
 
-FACTORY = "geoseg.plugins:threshold_instances"
+FACTORY = "geoseg.models.plugins:threshold_instances"
 
 
 def predict(scene, out, *extra):
@@ -122,7 +122,7 @@ def test_checkpoint_that_is_a_pickle(tmp_path, real_data):
     "spec, needle",
     [
         ("no_such_module_xyz:factory", "cannot import module 'no_such_module_xyz'"),
-        ("geoseg.plugins:no_such_factory", "has no 'no_such_factory'"),
+        ("geoseg.models.plugins:no_such_factory", "has no 'no_such_factory'"),
         ("geoseg.errors:GeosegError", "lacks"),
     ],
 )

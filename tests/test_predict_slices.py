@@ -14,11 +14,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from geoseg.cli.main import cli
-from geoseg.slices import read_dicom
+from geoseg.io.slices import read_dicom
 
 CT_SMALL = pydicom.data.get_testdata_file("CT_small.dcm")
 ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")
-THRESHOLD = ["-m", "geoseg.plugins:threshold_semantic"]
+THRESHOLD = ["-m", "geoseg.models.plugins:threshold_semantic"]
 
 
 def run(*args):

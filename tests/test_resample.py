@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 from geoseg.cli.main import cli
 from geoseg.errors import ModelError
-from geoseg.pipeline import PredictOptions, predict_scene
-from geoseg.segmenter import ModelSpec
+from geoseg.inference.tasks import PredictOptions, predict_scene
+from geoseg.models.segmenter import ModelSpec
 from tests.helpers import write_raster
 
-THRESHOLD = ModelSpec("geoseg.plugins:threshold_instances", (("threshold", 100),))
+THRESHOLD = ModelSpec("geoseg.models.plugins:threshold_instances", (("threshold", 100),))
 
 
 def ceiling(max_gsd: float) -> ModelSpec:
@@ -83,8 +83,8 @@ def test_cli_gsd(scene, tmp_path):
         r = runner.invoke(cli, ["predict", str(scene), "-m", THRESHOLD.spec, "--gsd", bad, "-o", str(out),
                                 "--overwrite"])  # fmt: skip
         assert r.exit_code == 2 and "is not a ground sample distance" in r.stderr
-    r = runner.invoke(cli, ["predict", str(scene), "-m", "geoseg.plugins:threshold_semantic", "--gsd", "1",
-                            "-o", str(tmp_path / "sem.geojson")])  # fmt: skip
+    r = runner.invoke(cli, ["predict", str(scene), "-m", "geoseg.models.plugins:threshold_semantic",
+                            "--gsd", "1", "-o", str(tmp_path / "sem.geojson")])  # fmt: skip
     assert r.exit_code == 2 and "resampling is for instance models" in r.stderr
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from geoseg.batch.jobs import load_job
+from geoseg.batch.runner import job_lock
+from geoseg.batch.runstate import RunState
 from geoseg.cli.main import cli
-from geoseg.jobs import load_job
-from geoseg.runner import job_lock
-from geoseg.runstate import RunState
 from tests.helpers import objects_array, write_raster
 
 GEOSEG = [sys.executable, "-m", "geoseg.cli.main"]
@@ -51,7 +51,7 @@ def _item(item_id: str, href: str, asset: str = "data") -> dict:
     }
 
 
-def make_archive(root: Path, real: Path, *, model: str = "geoseg.plugins:threshold_instances") -> Path:
+def make_archive(root: Path, real: Path, *, model: str = "geoseg.models.plugins:threshold_instances") -> Path:
     """Four scenes listed by a STAC ItemCollection: two good, one corrupt, one all nodata."""
     arc = root / "archive"
     arc.mkdir(parents=True)
@@ -232,7 +232,7 @@ def test_invalid_jobs(tmp_path, case):
         json.dumps({"type": "FeatureCollection", "features": [_item("x1", "s.tif")]})
     )
     job = tmp_path / "job.yaml"
-    job.write_text(text.replace("model: M", "model: geoseg.plugins:threshold_instances"))
+    job.write_text(text.replace("model: M", "model: geoseg.models.plugins:threshold_instances"))
     before = sorted(p.name for p in tmp_path.iterdir())
     r = CliRunner().invoke(cli, ["run", str(job)])
     assert r.exit_code == 2, r.output
@@ -243,10 +243,10 @@ def test_invalid_jobs(tmp_path, case):
 
 
 def test_gsd_and_rotated_view_job_keys(tmp_path):
-    from geoseg.jobs import load_job
+    from geoseg.batch.jobs import load_job
 
     write_raster(tmp_path / "s.tif", objects_array(64, 64))
-    base = BASE.replace("model: M", "model: geoseg.plugins:threshold_instances")
+    base = BASE.replace("model: M", "model: geoseg.models.plugins:threshold_instances")
     hashes = set()
     for extra, gsd, rotated in [
         ("", None, None),
@@ -265,8 +265,8 @@ def test_gsd_and_rotated_view_job_keys(tmp_path):
     outputs = {}
     for name, extra in (("native", ""), ("fine", "predict:\n  gsd: 1\n")):
         job = base.replace("name: j", f"name: {name}").replace("{dir: o}", f"{{dir: {name}}}\nstore: st")
-        (tmp_path / "job.yaml").write_text(job.replace("model: geoseg.plugins:threshold_instances",
-                                                       "model: geoseg.plugins:threshold_instances\n"
+        (tmp_path / "job.yaml").write_text(job.replace("model: geoseg.models.plugins:threshold_instances",
+                                                       "model: geoseg.models.plugins:threshold_instances\n"
                                                        "model_args: {threshold: 100}") + extra)  # fmt: skip
         r = CliRunner().invoke(cli, ["run", str(tmp_path / "job.yaml")])
         assert r.exit_code == 0, r.output
@@ -284,7 +284,9 @@ def test_stac_ids_cannot_escape_the_output_root(tmp_path):
     (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
     job = tmp_path / "job.yaml"
     job.write_text(
-        JOB.replace("archive/items.json", "items.json").format(model="geoseg.plugins:threshold_instances")
+        JOB.replace("archive/items.json", "items.json").format(
+            model="geoseg.models.plugins:threshold_instances"
+        )
     )
     r = CliRunner().invoke(cli, ["run", str(job)])
     assert r.exit_code == 0, r.output
@@ -302,7 +304,7 @@ def test_list_and_glob_inputs_with_duplicate_names(tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text(
         "name: mixed\ninputs:\n  - list: paths.txt\n    bands: [1]\n  - glob: 'y/*.tif'\n    bands: [1]\n"
-        "model: geoseg.plugins:threshold_instances\nmodel_args: {threshold: 100}\n"
+        "model: geoseg.models.plugins:threshold_instances\nmodel_args: {threshold: 100}\n"
         "outputs: {dir: out, combined: parquet}\nstore: st\n"
     )
     r = CliRunner().invoke(cli, ["run", str(job)])
@@ -365,7 +367,7 @@ def test_killed_at_random_moments(tmp_path, real_data):
 
 COUNTING_MODEL = """
 import os
-from geoseg.plugins import ThresholdInstances
+from geoseg.models.plugins import ThresholdInstances
 
 def make(log, **kw):
     class Counting(ThresholdInstances):
@@ -419,7 +421,7 @@ def test_distributed_run_matches_local_and_survives_a_killed_worker(tmp_path, re
     dist = tmp_path / "dist"
     dist.mkdir()
     (dist / "slowmodel.py").write_text(
-        "import os, time\nfrom geoseg.plugins import ThresholdInstances\n\n"
+        "import os, time\nfrom geoseg.models.plugins import ThresholdInstances\n\n"
         "def make(**kw):\n    class Slow(ThresholdInstances):\n        def predict(self, tiles):\n"
         "            time.sleep(0.4)\n            return super().predict(tiles)\n"
         "    with open('loads.txt', 'a') as f:\n        f.write(f'{os.getpid()}\\n')\n"

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
-from geoseg.slices import read_mask
+from geoseg.io.slices import read_mask
 from tests.helpers import objects_array, write_raster
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "geoseg" / "weights"
@@ -33,7 +33,7 @@ def _invoke(*args: str) -> None:
 def test_semantic_job_over_slices_matches_predict(tmp_path):
     """A nightly job over a folder of CT slices with the committed lung U-Net writes, per slice,
     the mask and the outlines (pixel coordinates) that geoseg predict writes for it."""
-    from geoseg.synth_lungs import lung_slices
+    from geoseg.synth.lungs import lung_slices
 
     slices = tmp_path / "slices"
     slices.mkdir()
@@ -72,7 +72,7 @@ def test_instance_job_matches_predict(tmp_path):
     write_raster(tmp_path / "objects.tif", objects_array(700, 800, seed=4))
     cases = {
         "tankers": ("tankers-light", str(WEIGHTS / "tankers-light.safetensors"), [], ""),
-        "objects": ("geoseg.plugins:threshold_instances", "geoseg.plugins:threshold_instances",
+        "objects": ("geoseg.models.plugins:threshold_instances", "geoseg.models.plugins:threshold_instances",
                     ["--model-arg", "threshold=100", "--tile-size", "256", "--overlap", "32"],
                     "model_args: {threshold: 100}\ntiling: {tile_size: 256, overlap: 32}\n"),
     }  # fmt: skip

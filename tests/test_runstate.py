@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import geoseg.runstate
+import geoseg.batch.runstate
+from geoseg.batch.runstate import MANIFEST_FORMAT, STATE_VERSION, RunState
 from geoseg.cli.main import cli
 from geoseg.errors import GeosegError
-from geoseg.runstate import MANIFEST_FORMAT, STATE_VERSION, RunState
 from tests.helpers import objects_array, write_raster
 
 
@@ -105,7 +105,7 @@ def test_wal_and_synchronous_full(tmp_path):
 
 def test_put_and_set_combined_reach_the_fault_point_once_each(tmp_path, monkeypatch):
     hits = []
-    monkeypatch.setattr(geoseg.runstate, "fault_point", hits.append)
+    monkeypatch.setattr(geoseg.batch.runstate, "fault_point", hits.append)
     with RunState.open(str(tmp_path), "job") as state:
         assert hits == []  # opening is not an update
         state.put("scene-1", done_record(1))
@@ -116,7 +116,7 @@ def test_put_and_set_combined_reach_the_fault_point_once_each(tmp_path, monkeypa
 
 KILLED = """
 import sys
-from geoseg.runstate import RunState
+from geoseg.batch.runstate import RunState
 state = RunState.open(sys.argv[1], "job")
 state.put("scene-1", {"status": "done", "finished": "2026-11-01T00:01:00Z"})
 state.put("scene-2", {"status": "running"})  # GEOSEG_CRASH_AT kills the process right after this commit
@@ -277,7 +277,7 @@ def test_one_update_is_a_bounded_amount_of_work(tmp_path, n):
 JOB = """\
 name: mig
 inputs: [{glob: 'scenes/*.tif', bands: [1]}]
-model: geoseg.plugins:threshold_instances
+model: geoseg.models.plugins:threshold_instances
 model_args: {threshold: 100}
 tiling: {tile_size: 256, overlap: 32, batch_size: 2}
 outputs: {dir: out, combined: gpkg}

@@ -80,7 +80,8 @@ def test_cli_sets_the_policy_before_a_subcommand_or_torch_is_imported():
 
 def test_library_import_leaves_the_environment_alone():
     r = _python(
-        "import json, os, geoseg, geoseg.pipeline; print(json.dumps(os.environ.get('OMP_WAIT_POLICY')))"
+        "import json, os, geoseg, geoseg.inference.tasks; "
+        "print(json.dumps(os.environ.get('OMP_WAIT_POLICY')))"
     )
     assert r is None
 
@@ -89,7 +90,7 @@ def test_nanny_config_respects_the_users_choices(monkeypatch):
     import dask.config
     import distributed  # noqa: F401  (its defaults first, as in open_cluster)
 
-    from geoseg.cluster import nanny_config
+    from geoseg.batch.cluster import nanny_config
 
     monkeypatch.delenv(runtime.OPT_OUT, raising=False)
     assert nanny_config() == {
@@ -120,7 +121,7 @@ def test_started_cluster_workers_lack_the_trim_variable_and_config_is_unchanged(
     import dask.config
     import distributed  # noqa: F401  (its config defaults are in place before the snapshot)
 
-    from geoseg.cluster import open_cluster, start_local_cluster
+    from geoseg.batch.cluster import open_cluster, start_local_cluster
 
     config = copy.deepcopy(dask.config.config)
     environ = {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
@@ -174,7 +175,7 @@ def nanny_worker(clean_environ):
 def test_plugin_restores_malloc_thresholds_on_a_joined_nanny_worker(nanny_worker):
     from dask.distributed import Client
 
-    from geoseg.cluster import open_cluster
+    from geoseg.batch.cluster import open_cluster
     from geoseg.runtime import MMAP_THRESHOLD, TRIM_THRESHOLD
 
     probe = _fault_probe()

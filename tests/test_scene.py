@@ -10,7 +10,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError
-from geoseg.scene import NoCRSWarning, open_scene
+from geoseg.io.scene import NoCRSWarning, open_scene
 from tests.helpers import write_raster
 
 
@@ -81,7 +81,7 @@ def test_vrt_is_refused(tmp_path, real_data):
 
 def test_pixel_cap(tmp_path, monkeypatch):
     path = write_raster(tmp_path / "big.tif", np.zeros((64, 64), np.uint8))
-    monkeypatch.setattr("geoseg.scene.MAX_PIXELS", 1000)
+    monkeypatch.setattr("geoseg.io.scene.MAX_PIXELS", 1000)
     with pytest.raises(SceneError, match="exceeds the limit"):
         open_scene(path)
 
@@ -147,7 +147,7 @@ def test_resampling_needs_a_crs_and_a_raster(real_data, tmp_path):
 
 def test_pixel_cap_applies_to_the_resampled_grid(tmp_path, monkeypatch):
     path = write_raster(tmp_path / "small.tif", np.zeros((20, 20), np.uint8))
-    monkeypatch.setattr("geoseg.scene.MAX_PIXELS", 1000)
+    monkeypatch.setattr("geoseg.io.scene.MAX_PIXELS", 1000)
     open_scene(path).close()
     with pytest.raises(SceneError, match=r"80 x 80 pixels at 0.5 m exceeds the limit"):
         open_scene(path, gsd=0.5)

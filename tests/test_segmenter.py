@@ -8,9 +8,9 @@ import numpy as np
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
-from geoseg.pipeline import PredictOptions, predict_scene
-from geoseg.plugins import ThresholdInstances
-from geoseg.segmenter import ModelSpec, Segmenter, get_segmenter
+from geoseg.inference.tasks import PredictOptions, predict_scene
+from geoseg.models.plugins import ThresholdInstances
+from geoseg.models.segmenter import ModelSpec, Segmenter, get_segmenter
 from tests.helpers import write_raster
 
 USER_MODULE = """
@@ -72,8 +72,8 @@ def test_user_factory_from_the_working_directory(tmp_path, monkeypatch):
 
 
 def test_model_cache_is_per_spec():
-    a = ModelSpec("geoseg.plugins:threshold_instances", (("threshold", 1),))
-    b = ModelSpec("geoseg.plugins:threshold_instances", (("threshold", 2),))
+    a = ModelSpec("geoseg.models.plugins:threshold_instances", (("threshold", 1),))
+    b = ModelSpec("geoseg.models.plugins:threshold_instances", (("threshold", 2),))
     assert get_segmenter(a) is get_segmenter(a)
     assert get_segmenter(a) is not get_segmenter(b)
     assert a.key != b.key
@@ -99,7 +99,7 @@ def test_torch_tensors_are_accepted(tmp_path):
     a = np.zeros((100, 100), np.uint8)
     a[10:20, 10:20] = 200
     path = write_raster(tmp_path / "s.tif", a)
-    import geoseg.segmenter as s
+    import geoseg.models.segmenter as s
 
     spec = ModelSpec("test:torch_out")
     s._cache[(spec.key, "cpu")] = TorchOut(threshold=100)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from rasterio.windows import Window
 
 from geoseg.cli.main import cli
-from geoseg.synth_tankers import SceneSpec, Tanker, layout, render, tanker_scene
+from geoseg.synth.tankers import SceneSpec, Tanker, layout, render, tanker_scene
 
 
 def test_cli_writes_scene_and_truth(tmp_path):

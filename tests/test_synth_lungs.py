@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from PIL import Image
 from scipy import ndimage
 
-from geoseg.baselines import threshold_lungs
 from geoseg.cli.main import cli
-from geoseg.dice import dice_score
-from geoseg.synth_lungs import lung_slices, make_patient, render_slice
+from geoseg.evaluation.baselines import threshold_lungs
+from geoseg.evaluation.dice import dice_score
+from geoseg.synth.lungs import lung_slices, make_patient, render_slice
 
 
 @pytest.fixture(scope="module")

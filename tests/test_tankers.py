@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from geoseg.cli.main import cli
 from geoseg.models.maskrcnn import random_init
-from geoseg.synth_tankers import tanker_scene
+from geoseg.synth.tankers import tanker_scene
 
 MODEL = Path(__file__).resolve().parents[1] / "geoseg" / "weights" / "tankers-light.safetensors"
 

@@ -8,7 +8,7 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geoseg.tiling import TileGrid
+from geoseg.inference.tiling import TileGrid
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from geoseg.checkpoint import read_metadata
 from geoseg.cli.main import cli
-from geoseg.synth_tankers import tanker_scene
+from geoseg.models.checkpoint import read_metadata
+from geoseg.synth.tankers import tanker_scene
 from tests.helpers import write_raster
 
 
@@ -76,7 +76,7 @@ def test_same_seed_same_run(data, tmp_path):
     # inference settings recorded for geoseg predict; they do not change training
     assert "max_gsd" not in meta1 and "rotated_view" not in meta1
     assert meta2["max_gsd"] == 1.2 and meta2["rotated_view"] is True
-    from geoseg.checkpoint import load_checkpoint
+    from geoseg.models.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "2.safetensors").rotated_view is True
     assert load_checkpoint(tmp_path / "1.safetensors").rotated_view is False
@@ -129,9 +129,9 @@ class _Seeing:
 def test_hard_negative_mining_keeps_windows_with_unlabelled_detections(tmp_path):
     import shapely
 
-    from geoseg.chips import LabelledScene
-    from geoseg.scene import open_scene
-    from geoseg.train_maskrcnn import HardNegatives, TrainOptions, mine_hard_negatives
+    from geoseg.io.scene import open_scene
+    from geoseg.training.chips import LabelledScene
+    from geoseg.training.maskrcnn import HardNegatives, TrainOptions, mine_hard_negatives
 
     path = write_raster(tmp_path / "s.tif", np.zeros((3, 64, 64), np.uint8))
     label = shapely.box(0, 0, 32, 64)  # the left half of the scene is a labelled object
@@ -155,8 +155,8 @@ def test_size_limits_come_from_the_labels_and_drop_objects_outside(tmp_path):
     import geopandas as gpd
     import shapely
 
-    from geoseg.chips import load_labelled, size_limits
-    from geoseg.pipeline import PredictOptions, apply_object_limits
+    from geoseg.inference.tasks import PredictOptions, apply_object_limits
+    from geoseg.training.chips import load_labelled, size_limits
 
     scene = write_raster(tmp_path / "s.tif", np.zeros((3, 400, 400), np.uint8), crs="EPSG:32631")
     # the raster is at 2 m: hulls of 200 x 30 m and 300 x 50 m

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from geoseg.checkpoint import load_checkpoint, read_metadata
 from geoseg.cli.main import cli
+from geoseg.models.checkpoint import load_checkpoint, read_metadata
 from geoseg.models.unet import UNetSegmenter
-from geoseg.synth_lungs import write_lungs
-from geoseg.train_unet import _crop, _load_pairs, labels_of
+from geoseg.synth.lungs import write_lungs
+from geoseg.training.unet import _crop, _load_pairs, labels_of
 
 
 @pytest.fixture(scope="module")

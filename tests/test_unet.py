@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from geoseg.checkpoint import architectures, load_checkpoint, read_metadata, save_checkpoint
 from geoseg.errors import ModelError
+from geoseg.models.checkpoint import architectures, load_checkpoint, read_metadata, save_checkpoint
+from geoseg.models.segmenter import ModelSpec, load_segmenter
 from geoseg.models.unet import InputSizeError, UNet, UNetSegmenter, apply_window, random_init
-from geoseg.segmenter import ModelSpec, load_segmenter
 
 
 @pytest.mark.parametrize("down", ["maxpool", "strided"])

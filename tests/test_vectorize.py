@@ -18,8 +18,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from scipy import ndimage
 from shapely.geometry import shape
 
-from geoseg.tiling import TileGrid
-from geoseg.vectorize import (
+from geoseg.inference.tiling import TileGrid
+from geoseg.inference.vectorize import (
     BOTTOM,
     LEFT,
     RIGHT,
@@ -191,7 +191,7 @@ def test_one_call_per_tile_equals_one_call_per_mask(
 
 
 def test_a_lattice_tile_of_the_threshold_plugin():
-    from geoseg.plugins import ThresholdInstances
+    from geoseg.models.plugins import ThresholdInstances
 
     image = np.zeros((300, 300), np.float32)
     r = (np.arange(300) + 3) % 20  # squares 2 px from the tile's top and left edges: cut there
@@ -258,7 +258,7 @@ def reference_label_pieces(labels, score, row_off, col_off, classes, valid=None)
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31), with_valid=st.booleans())
 def test_label_pieces_built_at_once_equal_shape_by_shape(seed, with_valid):
-    from geoseg.vectorize import label_pieces
+    from geoseg.inference.vectorize import label_pieces
 
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, (int(rng.integers(1, 40)), int(rng.integers(1, 40))))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import click
 
 from geoseg.cli.predict import write_json
-from geoseg.evaluate import dumps, evaluate, read_vectors, summary
-from geoseg.mask_eval import evaluate_masks, is_mask_input, write_overlays
-from geoseg.mask_eval import summary as mask_summary
-from geoseg.output import check_writable
+from geoseg.evaluation.masks import evaluate_masks, is_mask_input, write_overlays
+from geoseg.evaluation.masks import summary as mask_summary
+from geoseg.evaluation.objects import dumps, evaluate, read_vectors, summary
+from geoseg.io.vectors import check_writable
 
 
 @click.command(name="eval")

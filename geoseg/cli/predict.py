@@ -9,8 +9,6 @@ import sys
 
 import click
 
-from geoseg.atomic import write_text_atomic
-from geoseg.blend import BLENDS
 from geoseg.cli.options import (
     bands_opt,
     format_opt,
@@ -20,13 +18,15 @@ from geoseg.cli.options import (
     overwrite_opt,
     parse_model_args,
 )
-from geoseg.engine import Outputs, run_scene
 from geoseg.errors import GeosegError
-from geoseg.output import check_writable, format_for
-from geoseg.pipeline import PredictOptions
-from geoseg.scene import SceneRef
-from geoseg.segmenter import ModelSpec, check_device, default_batch_size, get_segmenter
-from geoseg.semantic import open_check, parse_slices
+from geoseg.inference.blend import BLENDS
+from geoseg.inference.engine import Outputs, run_scene
+from geoseg.inference.semantic import open_check, parse_slices
+from geoseg.inference.tasks import PredictOptions
+from geoseg.io.atomic import write_text_atomic
+from geoseg.io.scene import SceneRef
+from geoseg.io.vectors import check_writable, format_for
+from geoseg.models.segmenter import ModelSpec, check_device, default_batch_size, get_segmenter
 
 
 class _Gsd(click.ParamType):
@@ -123,7 +123,7 @@ def predict(ctx, scene, model, model_args, output, fmt, overwrite, bands, crs, t
     \b
     Examples:
       geoseg predict scene.tif -m tankers.safetensors -o tankers.geojson
-      geoseg predict scene.tif -m geoseg.plugins:threshold_instances --model-arg threshold=100 \\
+      geoseg predict scene.tif -m geoseg.models.plugins:threshold_instances --model-arg threshold=100 \\
           --bands 1 -o objects.gpkg
       geoseg predict ct.dcm -m lungs-unet.safetensors --mask lungs.png -o lungs.geojson
       geoseg predict volume.nii.gz -m lungs-unet.safetensors --mask lungs.nii.gz -o lungs.gpkg

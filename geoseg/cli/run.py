@@ -7,9 +7,8 @@ import warnings
 
 import click
 
-from geoseg.errors import GeosegError
-from geoseg.jobs import JobError, load_job
-from geoseg.runner import (
+from geoseg.batch.jobs import JobError, load_job
+from geoseg.batch.runner import (
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_LOCKED,
@@ -19,6 +18,7 @@ from geoseg.runner import (
     dry_run,
     run_job,
 )
+from geoseg.errors import GeosegError
 
 
 @click.command()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from geoseg.cli.options import overwrite_opt
-from geoseg.output import check_writable
+from geoseg.io.vectors import check_writable
 
 
 @click.group()
@@ -30,7 +30,7 @@ def synth():
 @overwrite_opt
 def tankers(out, size, gsd, crs, n_tankers, seed, land, clouds, truth, overwrite):
     """Write a tanker scene OUT (3-band GeoTIFF, tiled, compressed) and its truth as GeoJSON."""
-    from geoseg.synth_tankers import tanker_scene
+    from geoseg.synth.tankers import tanker_scene
 
     truth = truth or str(Path(out).with_suffix("")) + ".truth.geojson"
     check_writable(out, overwrite=overwrite)
@@ -67,7 +67,7 @@ def lungs(ctx, out, n_slices, size, seed, patients, overwrite):
     255 = lung) and OUT/lungs.json; each patient's slices walk from above the apices to the abdomen."""
     from collections import Counter
 
-    from geoseg.synth_lungs import write_lungs
+    from geoseg.synth.lungs import write_lungs
 
     if patients is not None and patients > n_slices:
         raise click.BadParameter(f"{patients} patients for {n_slices} slices", param_hint="--patients")

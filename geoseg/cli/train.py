@@ -9,7 +9,7 @@ import sys
 import click
 
 from geoseg.cli.options import overwrite_opt
-from geoseg.output import check_writable
+from geoseg.io.vectors import check_writable
 
 
 @click.group()
@@ -81,7 +81,7 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
     objects length_m, beam_m and heading_deg."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from geoseg.train_maskrcnn import TrainOptions, train_maskrcnn
+    from geoseg.training.maskrcnn import TrainOptions, train_maskrcnn
 
     check_writable(output, overwrite=overwrite)
     opts = TrainOptions(
@@ -175,7 +175,7 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from geoseg.train_unet import UNetTrainOptions, train_unet
+    from geoseg.training.unet import UNetTrainOptions, train_unet
 
     if bool(val_images) != bool(val_masks):
         raise click.UsageError("--val-images and --val-masks go together")

@@ -1,3 +1,2 @@
-"""Model architectures geoseg can build from a checkpoint; importing registers them."""
-
-from geoseg.models import maskrcnn, pointwise, unet  # noqa: F401
+"""Models: the segmenter contract and its loading, checkpoints, the architectures geoseg builds
+(Mask R-CNN, U-Net, pointwise) and built-in plug-ins. Importing this package imports no torch."""

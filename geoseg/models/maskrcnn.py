@@ -22,8 +22,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign, masks_to_boxes
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from geoseg.checkpoint import register_architecture
 from geoseg.models.base import TorchSegmenter, checkpoint_kwargs
+from geoseg.models.checkpoint import register_architecture
 
 #: torchvision's anchor aspect ratios (height / width), used when a config names none
 DEFAULT_ANCHOR_RATIOS = [0.5, 1.0, 2.0]
@@ -138,7 +138,7 @@ class MaskRCNNSegmenter(TorchSegmenter):
     neighbours in an anchorage, and their masks run together. Turned by 45 degrees, the same hulls
     have tight boxes. It costs about three times the model time of one view.
 
-    ``measures`` names the measure sets its objects get (see :mod:`geoseg.segmenter`): ship
+    ``measures`` names the measure sets its objects get (see :mod:`geoseg.models.segmenter`): ship
     length, beam and heading unless told otherwise, since geoseg's Mask R-CNN finds tankers.
     """
 

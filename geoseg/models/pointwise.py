@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geoseg.checkpoint import register_architecture
 from geoseg.models.base import TorchSegmenter, checkpoint_kwargs
+from geoseg.models.checkpoint import register_architecture
 
 
 def build_pointwise(in_channels: int, num_classes: int, hidden: int = 8) -> nn.Module:

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from geoseg.checkpoint import register_architecture
 from geoseg.errors import ModelError
 from geoseg.models.base import TorchSegmenter, checkpoint_kwargs
+from geoseg.models.checkpoint import register_architecture
 
 DOWN = ("maxpool", "strided")
 UP = ("transpose", "interp")

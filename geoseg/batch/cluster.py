@@ -1,0 +1,126 @@
+"""Dask clusters for a run: a LocalCluster geoseg starts, or one it joins by address.
+
+Workers should run torch as fast as a plain process does. Two of dask's nanny settings stand in the
+way (``distributed.nanny.pre-spawn-environ``, applied to ``os.environ`` before each worker process is
+spawned, so the worker inherits them):
+
+- ``MALLOC_TRIM_THRESHOLD_=65536`` fixes glibc's malloc thresholds, so torch's activation buffers are
+  mapped and unmapped every batch (a worker ran at 0.6x of a plain process);
+- no OpenMP wait policy: OpenMP threads spin, and fight the host's other workers for its cores.
+
+A LocalCluster geoseg starts gets neither problem (:func:`start_local_cluster`); on every cluster,
+started or joined, the :class:`~geoseg.batch.workerplugins.WorkerRuntime` plug-in repairs what it can inside
+each worker process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from geoseg.runtime import OMP_WAIT_POLICY, OPT_OUT
+
+log = logging.getLogger("geoseg.run")
+
+_PRE_SPAWN = "distributed.nanny.pre-spawn-environ"
+
+
+def nanny_config() -> dict[str, object]:
+    """dask config overrides under which geoseg creates a LocalCluster's nannies.
+
+    The nanny reads its environment settings once, when it is created (``Nanny.__init__``): a value
+    of None drops a key (``_get_env_variables``), and a variable already in ``os.environ`` wins over
+    the config. So: MALLOC_TRIM_THRESHOLD_ is dropped (unless ``GEOSEG_MALLOPT=off``), and
+    ``OMP_WAIT_POLICY=PASSIVE`` is added unless the user's config names a wait policy (the user's
+    environment wins by itself). The other defaults (OMP_NUM_THREADS=1 and friends) stay: the worker
+    plug-in sets torch's threads explicitly.
+    """
+    import dask.config
+
+    pre = dask.config.get(_PRE_SPAWN, default={}) or {}
+    environ = dask.config.get("distributed.nanny.environ", default={}) or {}
+    overrides: dict[str, object] = {}
+    if os.environ.get(OPT_OUT, "").strip().lower() not in ("off", "0", "no", "false"):
+        overrides[f"{_PRE_SPAWN}.MALLOC_TRIM_THRESHOLD_"] = None
+    if OMP_WAIT_POLICY not in pre and OMP_WAIT_POLICY not in environ:
+        overrides[f"{_PRE_SPAWN}.{OMP_WAIT_POLICY}"] = "PASSIVE"
+    return overrides
+
+
+@contextlib.contextmanager
+def _environ_kept(keys: set[str]) -> Iterator[None]:
+    """Put ``keys`` of ``os.environ`` back as they were on exit: the nanny writes its pre-spawn
+    variables into this process's environment (OMP_NUM_THREADS=1 and the rest), where they would
+    reach every process this one starts later."""
+    before = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            elif os.environ.get(k) != v:
+                os.environ[k] = v
+
+
+def _nanny_keys() -> set[str]:
+    import dask.config
+
+    return {*(dask.config.get(_PRE_SPAWN, default={}) or {}), OMP_WAIT_POLICY, "PYTHONHASHSEED"}
+
+
+def start_local_cluster(n_workers: int, threads_per_worker: int = 1, **kwargs):
+    """A LocalCluster of ``n_workers`` processes (dask's spawn start method) whose workers start
+    without the nanny's malloc trim variable and with ``OMP_WAIT_POLICY=PASSIVE`` (see
+    :func:`nanny_config`). Neither dask's global config nor this process's environment keeps a trace.
+    """
+    import dask.config
+    from dask.distributed import LocalCluster  # imports distributed first: its defaults are in place
+
+    with _environ_kept(_nanny_keys()), dask.config.set(nanny_config()):
+        return LocalCluster(
+            n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
+            dashboard_address=None, **kwargs,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def open_cluster(
+    workers: int, *, processes: bool = True, threads_per_worker: int = 1, address: str | None = None,
+    events=None,
+):  # fmt: skip
+    """Yield ``(client or None, local thread workers)``: a client of the cluster at ``address``, of
+    a LocalCluster of ``workers`` processes, or None (run on ``workers`` threads in this process)."""
+    n = workers
+    if not address and (n <= 1 or not processes):
+        yield None, max(1, n)
+        return
+    from dask.distributed import Client
+
+    if not log.isEnabledFor(logging.DEBUG):  # dask's own INFO chatter only with -vv
+        for name in ("distributed", "tornado"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    cluster = None
+    with contextlib.ExitStack() as stack:
+        if address:
+            client = Client(address, timeout="30s")
+        else:
+            stack.enter_context(_environ_kept(_nanny_keys()))  # a restarted worker's nanny writes again
+            cluster = start_local_cluster(n, threads_per_worker, silence_logs=logging.CRITICAL)
+            stack.callback(cluster.close)
+            client = Client(cluster)
+        stack.callback(client.close)
+        info = client.scheduler_info()["workers"]
+        per_host: dict[str, int] = {}
+        for addr in info:
+            host = addr.rsplit(":", 1)[0]
+            per_host[host] = per_host.get(host, 0) + 1
+        from geoseg.batch.workerplugins import WorkerRuntime
+
+        client.register_plugin(WorkerRuntime(per_host))
+        if events is not None:
+            events("cluster", f"dask cluster {client.scheduler.address}: {len(info)} workers",
+               scheduler=client.scheduler.address, workers=len(info))  # fmt: skip
+        yield client, 1

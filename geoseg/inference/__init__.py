@@ -1,0 +1,1 @@
+"""Tiled inference: tiling, the execution engine, vectorising, merging, blending, georeferenced features."""

@@ -1,0 +1,1 @@
+"""Reading scenes and slices, GDAL settings, and writing vectors, masks and files atomically."""

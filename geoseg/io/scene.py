@@ -1,0 +1,254 @@
+"""Scene: the one place where geoseg opens an image path; everything downstream takes windows.
+
+A scene is read window by window as float32 ``(C, H, W)`` raw band values with NaN wherever the
+source has nodata, a mask, or NaN. A whole scene is never read at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from geoseg.errors import SceneError
+from geoseg.io.gdal import ALLOWED_DRIVERS, MAX_PIXELS, gdal_env
+from geoseg.io.georef import ground_sample_distance
+
+
+class NoCRSWarning(UserWarning):
+    """A scene has no CRS: its geometries stay in the raster's own coordinate space."""
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """A picklable description of a scene: what a Dask task receives instead of a dataset.
+
+    Parameters
+    ----------
+    path
+        A local path or any GDAL-readable URI (``/vsis3/...``, ``https://...``).
+    bands
+        1-based band indexes to read, in order; None reads every band.
+    crs
+        A CRS to assign when the raster has none (like ``gdal_translate -a_srs``).
+    gsd
+        Read the scene resampled (bilinear) to this ground sample distance in metres; None reads
+        it on its own grid.
+    """
+
+    path: str
+    bands: tuple[int, ...] | None = None
+    crs: str | None = None
+    gsd: float | None = None
+
+    def open(self) -> Scene:
+        if _is_slice_file(self.path):  # NumPy, DICOM, NIfTI: see geoseg.io.slices
+            if self.gsd is not None:
+                raise SceneError(f"scene '{self.path}': a slice has no ground sample distance to resample")
+            from geoseg.io.slices import SliceScene
+
+            return SliceScene(self.path, bands=self.bands)
+        return Scene(self.path, bands=self.bands, crs=self.crs, gsd=self.gsd)
+
+
+@dataclass
+class Scene:
+    """An open raster scene. Use as a context manager, or call :meth:`close`.
+
+    Attributes: ``width``, ``height``, ``count`` (selected bands), ``bands`` (1-based indexes),
+    ``crs`` (``rasterio.crs.CRS`` or None), ``transform`` (``affine.Affine``), ``name``,
+    ``native_gsd`` (metres; None without a CRS).
+
+    With ``gsd``, the scene is seen on a grid of that ground sample distance (same CRS, origin and
+    orientation): width, height and transform are the grid's, and each window is read from the
+    matching fractional window of the raster, resampled bilinearly by GDAL as it is read.
+    """
+
+    path: str
+    bands: Sequence[int] | None = None
+    crs: CRS | str | None = None
+    gsd: float | None = None
+    _ds: rasterio.io.DatasetReader | None = field(default=None, init=False, repr=False)
+    _grid: tuple[int, int, Affine] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = str(self.path)
+        is_uri = "://" in self.path or self.path.startswith("/vsi")
+        if not is_uri and not os.path.exists(self.path):
+            raise SceneError(f"scene '{self.path}': no such file")
+        if not is_uri and os.path.isdir(self.path):
+            raise SceneError(f"scene '{self.path}': is a directory, not a raster")
+        try:
+            # an image with no georeferencing at all is a pixel-space slice (see pixel_space)
+            with gdal_env(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                ds = rasterio.open(self.path)
+        except RasterioError as exc:
+            raise SceneError(f"scene '{self.path}': not a readable raster ({_one_line(exc)})") from exc
+        self._ds = ds
+        try:
+            self._validate(ds)
+            if self.gsd is not None:
+                self._resample(float(self.gsd))
+        except SceneError:
+            self.close()
+            raise
+
+    def _validate(self, ds) -> None:
+        if ds.driver not in ALLOWED_DRIVERS:
+            raise SceneError(f"scene '{self.path}': raster driver {ds.driver} is not allowed")
+        if ds.width * ds.height > MAX_PIXELS:
+            raise SceneError(
+                f"scene '{self.path}': {ds.width} x {ds.height} pixels exceeds the limit of "
+                f"{MAX_PIXELS} (GEOSEG_MAX_PIXELS)"
+            )
+        bands = tuple(self.bands) if self.bands else tuple(range(1, ds.count + 1))
+        bad = [b for b in bands if not 1 <= b <= ds.count]
+        if bad:
+            raise SceneError(f"scene '{self.path}': band {bad[0]} does not exist (the raster has {ds.count})")
+        self.bands = bands
+        if self.crs is not None:
+            self.crs = CRS.from_user_input(self.crs)
+        elif ds.crs is not None:
+            self.crs = ds.crs
+        elif not self.pixel_space:
+            warnings.warn(
+                f"scene '{self.path}' has no CRS: geometries stay in its own coordinate space "
+                "(assign one with --crs)",
+                NoCRSWarning,
+                stacklevel=3,
+            )
+
+    def _resample(self, gsd: float) -> None:
+        native = self.native_gsd
+        if native is None:
+            raise SceneError(
+                f"scene '{self.path}': has no CRS, so it has no ground sample distance to resample"
+            )
+        if not gsd > 0:
+            raise SceneError(f"scene '{self.path}': cannot resample to a ground sample distance of {gsd} m")
+        factor = native / gsd
+        if abs(factor - 1) < 1e-6:
+            return
+        ds = self._ds
+        width, height = max(1, round(ds.width * factor)), max(1, round(ds.height * factor))
+        if width * height > MAX_PIXELS:
+            raise SceneError(
+                f"scene '{self.path}': {width} x {height} pixels at {gsd:g} m exceeds the limit of "
+                f"{MAX_PIXELS} (GEOSEG_MAX_PIXELS)"
+            )
+        self._grid = (width, height, ds.transform * Affine.scale(ds.width / width, ds.height / height))
+
+    # -- metadata ---------------------------------------------------------------------------
+    @functools.cached_property
+    def native_gsd(self) -> float | None:
+        """Ground sample distance of the raster's own grid in metres, at its centre (computed once:
+        it builds a local projection)."""
+        if self.crs is None:
+            return None
+        ds = self._ds
+        return ground_sample_distance(ds.transform, self.crs, ds.width, ds.height)
+
+    @property
+    def width(self) -> int:
+        return self._grid[0] if self._grid else self._ds.width
+
+    @property
+    def height(self) -> int:
+        return self._grid[1] if self._grid else self._ds.height
+
+    @property
+    def count(self) -> int:
+        return len(self.bands)
+
+    @property
+    def transform(self) -> Affine:
+        return self._grid[2] if self._grid else self._ds.transform
+
+    @property
+    def pixel_space(self) -> bool:
+        """True for an image with no georeferencing at all (no CRS, no geotransform, no GCPs), such
+        as a PNG slice: its pixel coordinates are its expected space, so no NoCRSWarning."""
+        ds = self._ds
+        return self.crs is None and ds.crs is None and ds.transform.is_identity and not ds.gcps[0]
+
+    @property
+    def name(self) -> str:
+        return Path(self.path.rstrip("/")).stem
+
+    @property
+    def ref(self) -> SceneRef:
+        crs = self.crs.to_wkt() if (self.crs is not None and self._ds.crs != self.crs) else None
+        return SceneRef(self.path, tuple(self.bands), crs, self.gsd)
+
+    # -- reading ----------------------------------------------------------------------------
+    def read(self, window: Window) -> np.ndarray:
+        """Read ``window`` as float32 ``(C, h, w)``; nodata, masked and NaN pixels become NaN."""
+        try:
+            with gdal_env():
+                if self._grid is None:
+                    data = self._ds.read(self.bands, window=window, masked=True)
+                else:
+                    data = self._read_resampled(window)
+        except RasterioError as exc:
+            raise SceneError(
+                f"scene '{self.path}': cannot read window at row {int(window.row_off)}, "
+                f"col {int(window.col_off)} ({_one_line(exc)})"
+            ) from exc
+        return np.ma.filled(data.astype(np.float32, copy=False), np.nan)
+
+    def _read_resampled(self, window: Window) -> np.ma.MaskedArray:
+        ds, (width, height, _) = self._ds, self._grid
+        fx, fy = ds.width / width, ds.height / height
+        col, row = window.col_off * fx, window.row_off * fy
+        w, h = min(window.width * fx, ds.width - col), min(window.height * fy, ds.height - row)
+        src = Window(col, row, w, h)
+        shape = (len(self.bands), int(window.height), int(window.width))
+        return ds.read(self.bands, window=src, out_shape=shape, resampling=Resampling.bilinear, masked=True)
+
+    def close(self) -> None:
+        if self._ds is not None:
+            self._ds.close()
+            self._ds = None
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_scene(
+    path: str | os.PathLike,
+    *,
+    bands: Sequence[int] | None = None,
+    crs: str | None = None,
+    gsd: float | None = None,
+) -> Scene:
+    """Open a raster scene (or a NumPy, DICOM or NIfTI slice) for windowed reading (see :class:`Scene`)."""
+    return SceneRef(str(path), tuple(bands) if bands else None, crs, gsd).open()
+
+
+def _is_slice_file(path: str) -> bool:
+    name = path.lower()
+    return name.endswith((".npy", ".dcm", ".nii", ".nii.gz")) and "://" not in name
+
+
+def _one_line(exc: BaseException) -> str:
+    """GDAL's own message in one line (rasterio keeps it in the cause of a generic error)."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc)
+    if cause is not None and "previous exception" in text:
+        text = str(cause)
+    return " ".join(text.split())

@@ -1,0 +1,116 @@
+"""Writing vector outputs: GeoJSON (RFC 7946), GeoPackage, FlatGeobuf, GeoParquet.
+
+Every write goes to a temporary file in the destination folder and is renamed into place, so a
+reader never sees half a file. GeoJSON is written by GDAL with ``RFC7946=YES``: lon/lat WGS84, no
+``crs`` member, counter-clockwise exteriors, split at the antimeridian, 7 decimals. The other
+formats keep the scene's native CRS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import geopandas as gpd
+import shapely
+
+from geoseg.errors import OutputError
+from geoseg.io.atomic import atomic_path
+
+#: format name -> (default extension, OGR driver or None for GeoParquet)
+FORMATS = {
+    "geojson": (".geojson", "GeoJSON"),
+    "gpkg": (".gpkg", "GPKG"),
+    "fgb": (".fgb", "FlatGeobuf"),
+    "parquet": (".parquet", None),
+}
+_EXTENSIONS = {
+    ".geojson": "geojson",
+    ".json": "geojson",
+    ".gpkg": "gpkg",
+    ".fgb": "fgb",
+    ".parquet": "parquet",
+    ".geoparquet": "parquet",
+}
+
+
+def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """The output format: ``fmt`` if given, else from the file extension (GeoJSON for stdout)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise OutputError(f"output format '{fmt}': unknown (choose from {', '.join(FORMATS)})")
+        return fmt
+    if str(path) == "-":
+        return "geojson"
+    ext = Path(path).suffix.lower()
+    if ext not in _EXTENSIONS:
+        raise OutputError(
+            f"output '{path}': cannot tell the format from '{ext or 'no extension'}' (use --format)"
+        )
+    return _EXTENSIONS[ext]
+
+
+def check_writable(path: str | os.PathLike, *, overwrite: bool) -> None:
+    """Fail early, before any work, if ``path`` exists (without overwrite) or has no folder."""
+    if str(path) == "-":
+        return
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise OutputError(f"output '{p}': already exists (use --overwrite to replace it)")
+    if p.is_dir():
+        raise OutputError(f"output '{p}': is a directory")
+    if not p.parent.exists():
+        raise OutputError(f"output '{p}': folder '{p.parent}' does not exist")
+
+
+def write_vectors(
+    gdf: gpd.GeoDataFrame,
+    path: str | os.PathLike,
+    *,
+    fmt: str | None = None,
+    overwrite: bool = False,
+    layer: str | None = None,
+) -> None:
+    """Write ``gdf`` atomically to ``path`` (``-`` writes GeoJSON to stdout)."""
+    fmt = format_for(path, fmt)
+    if fmt == "geojson" and gdf.crs is None:
+        raise OutputError(
+            f"output '{path}': GeoJSON (RFC 7946) needs lon/lat but the scene has no CRS; "
+            "assign one with --crs or write gpkg/fgb/parquet"
+        )
+    gdf = gdf.copy()
+    gdf.geometry = shapely.orient_polygons(gdf.geometry.values, exterior_cw=False)
+    if str(path) == "-":
+        tmpdir = Path(os.environ.get("TMPDIR", "/tmp"))
+        tmp = tmpdir / f"geoseg-{uuid.uuid4().hex}.geojson"
+        try:
+            _write(gdf, tmp, fmt, layer)
+            with open(tmp, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
+            sys.stdout.flush()
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    path = Path(path)
+    check_writable(path, overwrite=overwrite)
+    with atomic_path(path) as tmp:
+        _write(gdf, tmp, fmt, layer or path.stem)
+
+
+def _write(gdf: gpd.GeoDataFrame, path: Path, fmt: str, layer: str | None) -> None:
+    ext, driver = FORMATS[fmt]
+    if fmt == "parquet":
+        gdf.to_parquet(path, index=False)
+        return
+    options: dict = {}
+    if fmt == "geojson":
+        options = {"RFC7946": "YES", "COORDINATE_PRECISION": "7", "WRITE_NAME": "NO"}
+        if "id" in gdf.columns:  # also the Feature's own "id" member; the property stays
+            gdf = gdf.assign(_feature_id=gdf["id"])
+            options["ID_FIELD"] = "_feature_id"
+    elif fmt == "fgb":
+        options = {"SPATIAL_INDEX": "YES"}
+    gdf.to_file(path, driver=driver, engine="pyogrio", layer=layer, layer_options=options)

@@ -1,0 +1,1 @@
+"""Synthetic data written window by window: tanker scenes with truth, CT-like lung phantoms."""

@@ -1,0 +1,341 @@
+"""Training a U-Net on image/mask pairs: random crops with flips, small rotations and scalings,
+intensity jitter and, optionally, streak artefacts; Dice + cross-entropy, AdamW on a one-cycle
+schedule, validation Dice on whole slices after every epoch (:func:`geoseg.evaluation.dice.dice_score`, empty
+slices included), best checkpoint kept. Seeded: the same data, seed and machine give the same
+weights and metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from geoseg.errors import GeosegError
+from geoseg.evaluation.dice import class_scores, dice_ce_loss
+from geoseg.models.checkpoint import save_checkpoint
+from geoseg.models.unet import UNet, apply_window
+
+Pair = tuple[str, np.ndarray, np.ndarray]  # id, image float32 (C, H, W), mask uint8 (H, W)
+
+
+@dataclass
+class UNetTrainOptions:
+    epochs: int = 20
+    batch_size: int = 8
+    tile: int = 256  # training crop size; also the tile size recorded for inference
+    depth: int = 4
+    base_width: int = 12
+    down: str = "maxpool"
+    up: str = "transpose"
+    norm: str = "batch"
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    window: tuple[float, float] | None = None  # (center, width) applied to raw values
+    classes: tuple[str, ...] = ("background", "lung")
+    seed: int = 0
+    val_fraction: float = 0.15  # share of the training pairs held out when no validation folders
+    augment: bool = True
+    streaks: float = 0.0  # share of training crops given synthetic streak artefacts
+    min_area: float = 0.0  # recorded: predictions drop regions under this many pixels by default
+    extra: dict = field(default_factory=dict)  # recorded in the checkpoint's training section
+
+
+_IMAGE_SUFFIXES = (".npy", ".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+def _read_array(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _load_pairs(images_dir: str, masks_dir: str) -> list[Pair]:
+    """Minimal pair loader (``.npy`` / PNG / TIFF / JPEG files matched by name), used when
+    :mod:`geoseg.io.slices` is not available: ``(id, image float32 (C, H, W), mask uint8 (H, W))``."""
+    images, masks = Path(images_dir), Path(masks_dir)
+    for d in (images, masks):
+        if not d.is_dir():
+            raise GeosegError(f"folder '{d}': does not exist or is not a folder")
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise GeosegError(f"folder '{images}': holds no images ({', '.join(_IMAGE_SUFFIXES)})")
+    pairs = []
+    for f in files:
+        found = [masks / (f.stem + s) for s in _IMAGE_SUFFIXES if (masks / (f.stem + s)).exists()]
+        if not found:
+            raise GeosegError(f"image '{f}': no mask named {f.stem}.* in '{masks}'")
+        try:
+            image, mask = _read_array(f), _read_array(found[0])
+        except (OSError, ValueError) as exc:
+            raise GeosegError(f"image '{f}': cannot be read ({exc})") from exc
+        image = image.astype(np.float32)
+        image = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+        if mask.ndim != 2 or mask.shape != image.shape[1:]:
+            raise GeosegError(f"mask '{found[0]}': shape {mask.shape} does not match image {image.shape[1:]}")
+        pairs.append((f.stem, image, mask.astype(np.uint8)))
+    return pairs
+
+
+def load_pairs(images_dir: str, masks_dir: str) -> list[Pair]:
+    """Image/mask pairs through :func:`geoseg.io.slices.load_pairs` when it exists (every slice format
+    geoseg reads), else the minimal loader above."""
+    try:
+        from geoseg.io.slices import load_pairs as slices_load_pairs
+    except ImportError:
+        return _load_pairs(images_dir, masks_dir)
+    return list(slices_load_pairs(images_dir, masks_dir))
+
+
+def labels_of(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class labels of a mask: for two classes any non-zero value is the foreground (masks stored as
+    0/255 work); otherwise values are class indices."""
+    if num_classes <= 2:
+        return (mask > 0).astype(np.int64)
+    if mask.max() >= num_classes:
+        raise GeosegError(f"mask holds value {int(mask.max())} but there are only {num_classes} classes")
+    return mask.astype(np.int64)
+
+
+def data_fingerprint(pairs: list[Pair]) -> str:
+    """A short hash of the training data itself (ids, pixels and masks)."""
+    h = hashlib.sha256()
+    for pid, image, mask in pairs:
+        h.update(pid.encode())
+        h.update(np.ascontiguousarray(image).tobytes())
+        h.update(np.ascontiguousarray(mask).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _prepare(pairs: list[Pair], window, mean=None, std=None):
+    """Windowed images (float32) and their per-band mean/std (computed here when not given)."""
+    images = [apply_window(p[1], *window) if window else p[1] for p in pairs]
+    if mean is None:
+        flat = np.concatenate([im.reshape(im.shape[0], -1) for im in images], axis=1)
+        mean = np.nanmean(flat, axis=1).tolist()
+        std = np.maximum(np.nanstd(flat, axis=1), 1e-3).tolist()
+    m = np.asarray(mean, np.float32)[:, None, None]
+    s = np.asarray(std, np.float32)[:, None, None]
+    images = [np.nan_to_num((im - m) / s).astype(np.float32) for im in images]
+    return images, mean, std
+
+
+def _line_artefacts(size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A few bright and dark lines through one point, like CT streak artefacts (normalised units)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    cx, cy = rng.uniform(0, size, 2)
+    out = np.zeros((size, size), np.float32)
+    for _ in range(int(rng.integers(1, 6))):
+        t = rng.uniform(0, np.pi)
+        d = np.abs((xx - cx) * np.sin(t) - (yy - cy) * np.cos(t))
+        amp = rng.uniform(0.1, 0.6) * (1 if rng.random() < 0.5 else -1)
+        out += amp * np.exp(-0.5 * (d / rng.uniform(0.6, 1.6)) ** 2)
+    return torch.from_numpy(out)[None]
+
+
+def _crop(
+    image: torch.Tensor,
+    label: torch.Tensor,
+    tile: int,
+    rng: np.random.Generator,
+    augment: bool,
+    streaks: float = 0.0,
+):
+    """One ``tile x tile`` training crop, rotated/scaled/flipped when ``augment``; with probability
+    ``streaks`` it also gets synthetic streak artefacts (which are never the class)."""
+    _, h, w = image.shape
+    half = tile / 2
+    cx = rng.uniform(min(half, w / 2), max(w - half, w / 2))
+    cy = rng.uniform(min(half, h / 2), max(h - half, h / 2))
+    if augment:
+        angle, scale = math.radians(rng.uniform(-12, 12)), rng.uniform(0.85, 1.15)
+        flip = -1.0 if rng.random() < 0.5 else 1.0
+    else:
+        angle, scale, flip = 0.0, 1.0, 1.0
+    c, s = math.cos(angle) * scale, math.sin(angle) * scale
+    # output pixel offsets -> input pixel offsets, then into grid_sample's normalised coordinates
+    theta = torch.tensor(
+        [
+            [c * flip * tile / w, -s * tile / w, 2 * cx / w - 1],
+            [s * flip * tile / h, c * tile / h, 2 * cy / h - 1],
+        ],
+        dtype=torch.float32,
+    )[None]
+    grid = F.affine_grid(theta, [1, 1, tile, tile], align_corners=False)
+    x = F.grid_sample(image[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    y = F.grid_sample(
+        label[None, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )
+    y = y[0, 0].long()
+    if augment:
+        x = x * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
+        x = x + torch.from_numpy(rng.normal(0, rng.uniform(0, 0.05), x.shape).astype(np.float32))
+        if streaks > 0 and rng.random() < streaks:
+            x = x + _line_artefacts(tile, rng)
+    return x, y
+
+
+def _pad_to(x: np.ndarray, stride: int) -> np.ndarray:
+    h, w = x.shape[-2:]
+    ph, pw = -h % stride, -w % stride
+    if not (ph or pw):
+        return x
+    return np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, ph), (0, pw)])
+
+
+@torch.inference_mode()
+def predict_labels(model: UNet, image: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Class labels ``(H, W)`` of one normalised image ``(C, H, W)`` (padded to the stride inside)."""
+    h, w = image.shape[-2:]
+    x = torch.from_numpy(_pad_to(image, model.stride))[None].to(device)
+    logits = model(x)[0, :, :h, :w]
+    if logits.shape[0] == 1:
+        return (logits[0] > 0).long().cpu().numpy()
+    return logits.argmax(0).cpu().numpy()
+
+
+def validate(model: UNet, images: list[np.ndarray], labels: list[np.ndarray], ids: list[str],
+             num_classes: int, device: str = "cpu") -> dict:  # fmt: skip
+    """Per-slice Dice (mean over the foreground classes, empty-mask convention of
+    :mod:`geoseg.evaluation.dice`) summarised as mean, worst and the worst slice's id; mean IoU too."""
+    model.eval()
+    classes = max(num_classes, 2)
+    dices, ious = [], []
+    for image, label in zip(images, labels, strict=True):
+        pred = predict_labels(model, image, device)
+        dices.append(float(class_scores(pred, label, classes).mean()))
+        ious.append(float(class_scores(pred, label, classes, metric="iou").mean()))
+    worst = int(np.argmin(dices))
+    return {
+        "mean_dice": round(float(np.mean(dices)), 5),
+        "worst_dice": round(dices[worst], 5),
+        "worst_id": ids[worst],
+        "mean_iou": round(float(np.mean(ious)), 5),
+        "val_slices": len(dices),
+    }
+
+
+def train_unet(
+    images_dir: str,
+    masks_dir: str,
+    output: str,
+    opts: UNetTrainOptions,
+    *,
+    val_images: str | None = None,
+    val_masks: str | None = None,
+    command: str | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> dict:
+    """Train, validate after every epoch and keep the best checkpoint (by mean validation Dice, then
+    worst-slice Dice) at ``output``. Returns the metrics of the kept checkpoint."""
+    torch.manual_seed(opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    pairs = load_pairs(images_dir, masks_dir)
+    if val_images:
+        val_pairs = load_pairs(val_images, val_masks)
+    else:
+        n_val = max(1, int(round(len(pairs) * opts.val_fraction)))
+        if len(pairs) - n_val < 1:
+            raise GeosegError(f"folder '{images_dir}': {len(pairs)} pair(s) are too few to hold some out")
+        order = np.random.default_rng(opts.seed + 1).permutation(len(pairs))
+        val_pairs = [pairs[i] for i in sorted(order[:n_val])]
+        pairs = [pairs[i] for i in sorted(order[n_val:])]
+    channels = {p[1].shape[0] for p in pairs + val_pairs}
+    if len(channels) != 1:
+        raise GeosegError(f"folder '{images_dir}': images have different band counts {sorted(channels)}")
+    in_channels = channels.pop()
+    n_out = len(opts.classes)
+
+    train_x, mean, std = _prepare(pairs, opts.window)
+    val_x, _, _ = _prepare(val_pairs, opts.window, mean, std)
+    train_y = [torch.from_numpy(labels_of(p[2], n_out)) for p in pairs]
+    val_y = [labels_of(p[2], n_out) for p in val_pairs]
+    train_x = [torch.from_numpy(x) for x in train_x]
+
+    config = {"depth": opts.depth, "base_width": opts.base_width, "down": opts.down, "up": opts.up,
+              "norm": opts.norm}  # fmt: skip
+    model = UNet(in_channels, n_out, **config).to(device)
+    fmt = torch.channels_last
+    model = model.to(memory_format=fmt)
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(pairs) / opts.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        optim, max_lr=opts.lr, total_steps=opts.epochs * steps_per_epoch, pct_start=0.2
+    )
+    normalization: dict = {"mean": mean, "std": std}
+    if opts.window:
+        normalization["window"] = {"center": float(opts.window[0]), "width": float(opts.window[1])}
+    meta = {
+        "architecture": "unet",
+        "config": config,
+        "task": "semantic",
+        "classes": list(opts.classes),
+        "bands": list(range(1, in_channels + 1)),
+        "in_channels": in_channels,
+        "normalization": normalization,
+        "tile_size": opts.tile,
+        "overlap": opts.tile // 4,
+        "min_area": float(opts.min_area),
+        "training": {
+            "command": command or " ".join(sys.argv),
+            "data_fingerprint": data_fingerprint(pairs + val_pairs),
+            "seed": opts.seed,
+            "epochs": opts.epochs,
+            "batch_size": opts.batch_size,
+            "tile": opts.tile,
+            "lr": opts.lr,
+            "augment": opts.augment,
+            "streaks": opts.streaks,
+            "train_slices": len(pairs),
+            "val_slices": len(val_pairs),
+            "loss": "dice+ce (batch dice, foreground classes)",
+            "device": device,
+            **opts.extra,
+        },
+    }
+    best: dict = {"mean_dice": -1.0, "worst_dice": -1.0}
+    started = time.perf_counter()
+    loss_avg = math.nan
+    step = 0
+    for epoch in range(1, opts.epochs + 1):
+        model.train()
+        order = rng.permutation(len(pairs))
+        for b in range(steps_per_epoch):
+            idx = order[b * opts.batch_size : (b + 1) * opts.batch_size]
+            if len(idx) < opts.batch_size:  # keep batches full (BatchNorm statistics)
+                idx = np.concatenate([idx, rng.integers(0, len(pairs), opts.batch_size - len(idx))])
+            crops = [_crop(train_x[i], train_y[i], opts.tile, rng, opts.augment, opts.streaks) for i in idx]
+            x = torch.stack([c[0] for c in crops]).to(device).contiguous(memory_format=fmt)
+            y = torch.stack([c[1] for c in crops]).to(device)
+            loss = dice_ce_loss(model(x), y, include_background=False, per_image=False)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            sched.step()
+            step += 1
+            value = loss.item()
+            loss_avg = value if math.isnan(loss_avg) else 0.9 * loss_avg + 0.1 * value
+            if progress:
+                progress(epoch, opts.epochs, {"loss": loss_avg, "step": step})
+        ids = [p[0] for p in val_pairs]
+        metrics = validate(model, val_x, val_y, ids, n_out, device)
+        metrics.update(epoch=epoch, loss=round(loss_avg, 4),
+                       minutes=round((time.perf_counter() - started) / 60, 2))  # fmt: skip
+        del metrics["val_slices"]
+        if (metrics["mean_dice"], metrics["worst_dice"]) >= (best["mean_dice"], best["worst_dice"]):
+            best = metrics
+            save_checkpoint(output, model.state_dict(), {**meta, "metrics": metrics})
+        if progress:
+            progress(epoch, opts.epochs, {**metrics, "best_dice": best["mean_dice"], "epoch_done": True})
+    return best

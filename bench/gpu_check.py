@@ -26,7 +26,7 @@ MODEL = "geoseg/weights/tankers-light.safetensors"
 
 def prepare(folder: Path, scene: str) -> None:
     from geoseg.inference.tiling import TileGrid
-    from geoseg.io.scene import open_scene
+    from geoseg.io.refs import open_scene
     from geoseg.models.checkpoint import load_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)

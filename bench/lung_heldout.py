@@ -22,8 +22,8 @@ from PIL import Image
 
 from geoseg.evaluation.baselines import threshold_lungs
 from geoseg.evaluation.dice import dice_score, iou_score
-from geoseg.inference.semantic import predict_semantic
-from geoseg.inference.tasks import PredictOptions
+from geoseg.inference.engine import predict_semantic
+from geoseg.inference.options import PredictOptions
 from geoseg.models.segmenter import ModelSpec, get_segmenter
 
 

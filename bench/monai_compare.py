@@ -44,10 +44,10 @@ def _model_spec(args, large: bool):
 
 # -- the two sides, each in a child process -------------------------------------------------------
 def run_geoseg(inp: str, out: str, spec, tile: int, overlap: int, blend: str) -> float:
-    from geoseg.inference.blend import predict_blended
-    from geoseg.inference.tasks import PredictOptions
+    from geoseg.inference.engine import predict_blended
+    from geoseg.inference.options import PredictOptions
     from geoseg.io.masks import MaskWriter
-    from geoseg.io.scene import SceneRef
+    from geoseg.io.refs import SceneRef
     from geoseg.models.segmenter import get_segmenter
 
     get_segmenter(spec)  # model loading is not timed on either side

@@ -26,8 +26,10 @@ from geoseg.runtime import prefer_passive_openmp  # noqa: E402
 prefer_passive_openmp()  # as geoseg predict does, before torch loads (a policy you set stays)
 
 from bench.common import rerun_line  # noqa: E402
-from geoseg.inference.tasks import PredictOptions, make_grid, predict_scene  # noqa: E402
-from geoseg.io.scene import open_scene  # noqa: E402
+from geoseg.inference.engine import predict_scene  # noqa: E402
+from geoseg.inference.options import PredictOptions  # noqa: E402
+from geoseg.inference.plan import make_grid  # noqa: E402
+from geoseg.io.refs import open_scene  # noqa: E402
 from geoseg.io.vectors import write_vectors  # noqa: E402
 from geoseg.models.segmenter import ModelSpec, get_segmenter  # noqa: E402
 from geoseg.synth.scenes import random_boxes, write_scene  # noqa: E402

@@ -12,9 +12,9 @@ from rasterio.transform import from_origin
 
 from geoseg.errors import ModelError
 from geoseg.evaluation.dice import dice_score
-from geoseg.inference.blend import BLENDS, Stitcher, blend_window, blended_probabilities, predict_blended
-from geoseg.inference.semantic import predict_semantic
-from geoseg.inference.tasks import PredictOptions
+from geoseg.inference.blend import BLENDS, Stitcher, blend_window
+from geoseg.inference.engine import blended_probabilities, predict_blended, predict_semantic
+from geoseg.inference.options import PredictOptions
 from geoseg.inference.tiling import TileGrid
 from geoseg.models.segmenter import ModelSpec
 from tests.helpers import write_raster

@@ -7,8 +7,9 @@ import geopandas as gpd
 import numpy as np
 import pytest
 
-from geoseg.inference.engine import LocalRunner, Outputs, execute, prepare
-from geoseg.inference.tasks import PredictOptions, predict_scene
+from geoseg.inference.engine import LocalRunner, execute, predict_scene
+from geoseg.inference.options import PredictOptions
+from geoseg.inference.plan import Outputs, prepare
 from geoseg.models.segmenter import ModelSpec
 from tests import factories
 from tests.helpers import objects_array, write_raster

@@ -11,7 +11,8 @@ import shapely
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
-from geoseg.inference.tasks import PredictOptions, predict_scene
+from geoseg.inference.engine import predict_scene
+from geoseg.inference.options import PredictOptions
 from geoseg.models.segmenter import ModelSpec
 from tests.helpers import objects_array, write_raster
 

@@ -10,7 +10,8 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError
-from geoseg.io.scene import NoCRSWarning, open_scene
+from geoseg.io.refs import open_scene
+from geoseg.io.scene import NoCRSWarning
 from tests.helpers import write_raster
 
 

@@ -8,7 +8,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from geoseg.cli.main import cli
-from geoseg.inference.tasks import PredictOptions, predict_scene
+from geoseg.inference.engine import predict_scene
+from geoseg.inference.options import PredictOptions
 from geoseg.models.plugins import ThresholdInstances
 from geoseg.models.segmenter import ModelSpec, Segmenter, get_segmenter
 from tests.helpers import write_raster

@@ -15,8 +15,8 @@ from PIL import Image
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError
-from geoseg.io.scene import SceneRef, open_scene
-from geoseg.io.slices import SliceRef, SliceScene, load_pairs, read_dicom
+from geoseg.io.refs import SceneRef, SliceRef, open_scene
+from geoseg.io.slices import SliceScene, load_pairs, read_dicom
 
 CT_SMALL = pydicom.data.get_testdata_file("CT_small.dcm")
 ANATOMICAL = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "anatomical.nii")

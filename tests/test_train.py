@@ -129,7 +129,7 @@ class _Seeing:
 def test_hard_negative_mining_keeps_windows_with_unlabelled_detections(tmp_path):
     import shapely
 
-    from geoseg.io.scene import open_scene
+    from geoseg.io.refs import open_scene
     from geoseg.training.chips import LabelledScene
     from geoseg.training.maskrcnn import HardNegatives, TrainOptions, mine_hard_negatives
 
@@ -155,7 +155,8 @@ def test_size_limits_come_from_the_labels_and_drop_objects_outside(tmp_path):
     import geopandas as gpd
     import shapely
 
-    from geoseg.inference.tasks import PredictOptions, apply_object_limits
+    from geoseg.inference.options import PredictOptions
+    from geoseg.inference.tasks import apply_object_limits
     from geoseg.training.chips import load_labelled, size_limits
 
     scene = write_raster(tmp_path / "s.tif", np.zeros((3, 400, 400), np.uint8), crs="EPSG:32631")

@@ -358,7 +358,7 @@ def _build(data: dict, path: Path, lines: dict) -> Job:
     store = data.get("store") or os.environ.get("GEOSEG_STORE") or "tiles"
     slices = None
     if "slices" in predict:
-        from geoseg.inference.semantic import parse_slices
+        from geoseg.io.slices import parse_slices
 
         try:
             slices = tuple(parse_slices(predict["slices"]))

@@ -40,11 +40,12 @@ from geoseg.batch.cluster import open_cluster
 from geoseg.batch.jobs import Job, JobError, ScenePlan, expand_inputs, inside
 from geoseg.batch.runstate import RunState
 from geoseg.errors import GeosegError
-from geoseg.inference.engine import Outputs, execute, make_runner, prepare, torch_threads_for
-from geoseg.inference.tasks import PredictOptions
+from geoseg.inference.engine import execute, make_runner, torch_threads_for
+from geoseg.inference.options import PredictOptions
+from geoseg.inference.plan import Outputs, prepare
 from geoseg.inference.tilecache import TileCache
 from geoseg.io.atomic import write_text_atomic
-from geoseg.io.scene import SceneRef
+from geoseg.io.refs import SceneRef
 from geoseg.io.vectors import FORMATS, write_vectors
 from geoseg.models.segmenter import ModelSpec, default_batch_size, get_segmenter
 
@@ -306,7 +307,7 @@ def run_job(
 
 
 def job_options(job: Job, workers: int) -> PredictOptions:
-    """The job's prediction settings, as :func:`geoseg.inference.tasks.predict_scene` takes them."""
+    """The job's prediction settings, as :func:`geoseg.inference.engine.predict_scene` takes them."""
     return PredictOptions(
         tile_size=job.tile_size,
         overlap=job.overlap,

@@ -20,11 +20,12 @@ from geoseg.cli.options import (
 )
 from geoseg.errors import GeosegError
 from geoseg.inference.blend import BLENDS
-from geoseg.inference.engine import Outputs, run_scene
-from geoseg.inference.semantic import open_check, parse_slices
-from geoseg.inference.tasks import PredictOptions
+from geoseg.inference.engine import run_scene
+from geoseg.inference.options import PredictOptions
+from geoseg.inference.plan import Outputs, open_check
 from geoseg.io.atomic import write_text_atomic
-from geoseg.io.scene import SceneRef
+from geoseg.io.refs import SceneRef
+from geoseg.io.slices import parse_slices
 from geoseg.io.vectors import check_writable, format_for
 from geoseg.models.segmenter import ModelSpec, check_device, default_batch_size, get_segmenter
 

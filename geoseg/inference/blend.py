@@ -16,22 +16,13 @@ sum of the weights at a pixel is the product of two 1-D sums: no weight image is
 
 from __future__ import annotations
 
-import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from geoseg.errors import ModelError
-from geoseg.inference.tasks import (
-    PredictOptions,
-    SceneResult,
-    read_tiles,
-)
 from geoseg.inference.tiling import Tile, TileGrid
-from geoseg.io.scene import NoCRSWarning, SceneRef
-from geoseg.models.segmenter import ModelSpec, get_segmenter, to_numpy
 
 BLENDS = ("constant", "cosine", "gaussian")
 
@@ -179,117 +170,3 @@ def classify(probs: np.ndarray, classes: Sequence[str], mask_threshold: float = 
     labels = (np.argmax(np.nan_to_num(probs, nan=-1.0), axis=0) * valid).astype(np.uint8)
     score = np.take_along_axis(probs, labels[None].astype(np.intp), axis=0)[0]
     return labels, np.where(valid, score, np.nan)
-
-
-# -- running tiles --------------------------------------------------------------------------------
-@dataclass
-class TileBatch:
-    """What one task returns: per tile, its probabilities over its window (None: all nodata)."""
-
-    tiles: list[Tile]
-    probs: list[np.ndarray | None] = field(default_factory=list)
-    model_seconds: float = 0.0
-    image: int = 0  # which image of the scene (a slice of a volume)
-
-
-def run_tiles(
-    scene_ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, device: str | None = None,
-    image: int = 0,
-) -> TileBatch:  # fmt: skip
-    """One task: read ``tiles``, pad them to ``tile_shape`` with NaN, run the model, crop."""
-    from geoseg.inference.tasks import apply_worker_threads
-
-    seg = get_segmenter(model, device)
-    apply_worker_threads()
-    arrays, todo, batch = read_tiles(scene_ref, tiles, tile_shape)
-    out = TileBatch(list(tiles), [None] * len(tiles), image=image)
-    if not todo:
-        return out
-    t0 = time.perf_counter()
-    preds = seg.predict(batch)
-    out.model_seconds = time.perf_counter() - t0
-    for slot, i in enumerate(todo):
-        _, h, w = arrays[i].shape
-        probs = np.array(to_numpy(preds[slot])[:, :h, :w], dtype=np.float32)
-        probs[:, np.isnan(arrays[i]).all(axis=0)] = np.nan  # no prediction where there is no data
-        out.probs[i] = probs
-    return out
-
-
-# -- a whole scene --------------------------------------------------------------------------------
-def predict_blended(
-    scene: str | SceneRef,
-    model: ModelSpec | str,
-    opts: PredictOptions = PredictOptions(),
-    *,
-    blend: str = "gaussian",
-    mask: Callable[[int, int, np.ndarray], None] | None = None,
-    erase: Callable[[list], None] | None = None,
-    probabilities: Callable[[int, int, np.ndarray], None] | None = None,
-    outlines: bool = True,
-    progress=None,
-    scheduler=None,
-) -> SceneResult:
-    """Segment a scene with a semantic model, blending overlapping tiles (see the module docstring).
-
-    Parameters
-    ----------
-    scene
-        A path or a :class:`~geoseg.io.scene.SceneRef` (a :class:`~geoseg.io.slices.SliceRef` for one
-        slice of a stack or volume).
-    model
-        A semantic model: :class:`ModelSpec` or a spec string.
-    opts
-        Tile size, overlap, batch size, workers, ``mask_threshold`` and ``min_area`` (pixels).
-    blend
-        ``constant``, ``cosine`` or ``gaussian`` tile weights.
-    mask
-        Called as ``mask(row_off, col_off, classes)`` with a uint8 block of class indexes (0 is
-        background for a one-foreground-class model) for every finished block.
-    erase
-        With a minimum area (``opts.min_area``, or the checkpoint's ``min_area``): called once at
-        the end as ``erase([(polygon, class), ...])`` with the regions, in scene pixel space, that
-        are smaller and so must be set back to background in the mask. Regions are only whole
-        once every block is done, so this is a second, small pass.
-    probabilities
-        Called as ``probabilities(row_off, col_off, probs)`` with the blended float32
-        ``(C, h, w)`` probabilities of every finished block.
-    outlines
-        Polygonise the classes (dissolved across blocks) into the result's features.
-    progress, scheduler
-        As for :func:`geoseg.inference.tasks.predict_scene`. Callbacks run where the stitching does, so
-        they need an in-process run (no ``scheduler``); a cluster writes masks through
-        :func:`geoseg.inference.semantic.predict_semantic`'s ``mask_path``.
-    """
-    from geoseg.inference.engine import run_scene
-
-    ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
-    model = model if isinstance(model, ModelSpec) else ModelSpec(model)
-    ref.open().close()  # a bad scene fails before a model is loaded
-    if get_segmenter(model, "cpu").task != "semantic":
-        raise ModelError(f"model '{model.name}': blended stitching needs a semantic model, not instance")
-    sinks = {k: v for k, v in (("mask", mask), ("erase", erase), ("probabilities", probabilities)) if v}
-    if sinks and scheduler is not None:
-        raise ModelError("mask and probability callbacks need an in-process run (no scheduler)")
-    outcome = run_scene(ref, model, opts, progress=progress, scheduler=scheduler, blend=blend,
-                        sinks=sinks, outlines=outlines)  # fmt: skip
-    return SceneResult(outcome.features, outcome.stats)
-
-
-def blended_probabilities(
-    scene: str | SceneRef, model: ModelSpec | str, opts: PredictOptions = PredictOptions(), **kwargs
-) -> np.ndarray:
-    """The whole blended ``(C, H, W)`` probability image of a (small) scene, for checks and tests."""
-    ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
-    model = model if isinstance(model, ModelSpec) else ModelSpec(model)
-    channels = len(get_segmenter(model, "cpu").classes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoCRSWarning)
-        with ref.open() as sc:
-            out = np.full((channels, sc.height, sc.width), np.nan, np.float32)
-
-    def keep(r0: int, c0: int, probs: np.ndarray) -> None:
-        out[:, r0 : r0 + probs.shape[1], c0 : c0 + probs.shape[2]] = probs
-
-    predict_blended(ref, model, opts, probabilities=keep, outlines=False, **kwargs)
-    return out

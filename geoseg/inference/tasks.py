@@ -1,10 +1,9 @@
-"""Tiled inference over a scene with Dask, then merging and georeferencing.
+"""The tasks a run is made of, as they run on a worker (or a thread of this process): reading
+a batch of tiles, the forward pass, polygonising, and each scene's reduction (the instance merge, or
+the chain of stitch steps of a semantic scene), which writes the scene's files.
 
-The graph has one task per batch of tiles. A task receives the scene's path (a :class:`SceneRef`),
-the model spec and tile windows; it opens the scene itself, reads only its windows, skips tiles
-that are all nodata, runs the model (loaded once per worker process) and returns polygons in
-scene pixel space. Merging, georeferencing and measuring happen once per scene on the results,
-which are small, so peak memory depends on the tile and batch size, not on the scene size.
+Each task takes and returns picklable values only: scene references, model specs, tile windows,
+and results small enough to travel between dask workers.
 """
 
 from __future__ import annotations
@@ -15,46 +14,32 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import shapely
 
-from geoseg.errors import GeosegError, ModelError
-from geoseg.inference.merge import MergedObject
+from geoseg.errors import GeosegError
+from geoseg.faults import fault_point
+from geoseg.inference.blend import Stitcher, class_names, classify
+from geoseg.inference.features import to_features
+from geoseg.inference.merge import MergedObject, dissolve_semantic, merge_instances
+from geoseg.inference.options import PredictOptions
 from geoseg.inference.tilecache import TileCache
-from geoseg.inference.tiling import Tile, TileGrid
-from geoseg.inference.vectorize import instance_parts, semantic_pieces
+from geoseg.inference.tiling import Tile
+from geoseg.inference.vectorize import instance_parts, label_pieces, mask_windows, semantic_pieces
 from geoseg.io.gdal import gdal_env
-from geoseg.io.scene import NoCRSWarning, Scene, SceneRef
-from geoseg.models.segmenter import ModelSpec, Segmenter, get_segmenter
+from geoseg.io.refs import SceneRef
+from geoseg.io.scene import NoCRSWarning
+from geoseg.io.vectors import write_features
+from geoseg.models.segmenter import ModelSpec, Segmenter, get_segmenter, to_numpy
 
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """Knobs of :func:`predict_scene`. ``tile_size``/``overlap`` None: the model's own, else 512/64."""
-
-    tile_size: int | None = None
-    overlap: int | None = None
-    batch_size: int = 4
-    score_threshold: float = 0.5
-    mask_threshold: float = 0.5
-    min_area: float | None = None  # pixels, on merged objects; None: the model's own (else 0)
-    object_limits: bool = True  # drop objects outside the checkpoint's object_limits (sizes)
-    # metres per pixel to read the scene at; None: the model's max_gsd, for scenes coarser than
-    # that; 0: the scene's own grid
-    gsd: float | None = None
-    rotated_view: bool | None = None  # also see tiles turned 45 degrees; None: the model's setting
-    # a part ending within this many pixels of a tile edge that cuts the scene may go on beyond it
-    # (a soft mask often stops short of the edge): it counts as cut when a neighbouring tile sees
-    # the object continue past that edge. None: a quarter of the overlap, at least 4
-    edge_margin: int | None = None
-    iou_threshold: float = 0.5
-    ios_threshold: float = 0.5
-    workers: int = 1
-    # where the model runs: auto (a GPU where the worker has one), cpu, cuda or cuda:N
-    device: str = "auto"
+if TYPE_CHECKING:
+    from geoseg.inference.plan import SceneWork
 
 
 @dataclass
@@ -63,14 +48,6 @@ class BatchResult:
     tiles_run: int = 0
     tiles_skipped: int = 0
     model_seconds: float = 0.0
-
-
-@dataclass
-class SceneResult:
-    """What :func:`predict_scene` returns: features in the scene CRS and run statistics."""
-
-    features: gpd.GeoDataFrame
-    stats: dict
 
 
 _thread_state = threading.local()
@@ -183,61 +160,311 @@ def _vectorize(
             result.parts.extend(semantic_pieces(preds[slot], tile, list(seg.classes)))
 
 
-def predict_scene(
-    scene: str | SceneRef,
-    model: ModelSpec | str,
-    opts: PredictOptions = PredictOptions(),
-    *,
-    progress=None,
-    scheduler=None,
-    cache: TileCache | None = None,
-) -> SceneResult:
-    """Segment a whole scene tile by tile and merge the results into georeferenced features.
+@dataclass
+class RawInstances:
+    """A forward pass's instance predictions, to be polygonised by another task: each mask cut to
+    its window (:func:`geoseg.inference.vectorize.mask_windows`), so a batch is the size of its objects, not
+    of K full-tile masks per tile; or the batch's result kept from an interrupted run."""
 
-    Instance models give whole objects (merged across tiles); semantic models give outlines of
-    blended, stitched classes (as :func:`geoseg.inference.blend.predict_blended`). Both run on
-    :mod:`geoseg.inference.engine`.
-
-    Parameters
-    ----------
-    scene
-        A path, or a :class:`SceneRef` (bands and CRS override).
-    model
-        A :class:`ModelSpec` or a spec string (checkpoint path or ``module:factory``).
-    opts
-        Tiling, batching and merge settings.
-    progress
-        Optional callable ``progress(done, total)`` called as batches finish.
-    scheduler
-        A ``dask.distributed.Client`` to run on; None runs on local threads (``opts.workers``).
-    cache
-        A :class:`~geoseg.inference.tilecache.TileCache` keeping finished batches, so that a run
-        interrupted mid-scene does not compute them again.
-    """
-    from geoseg.inference.engine import run_scene
-
-    outcome = run_scene(scene, model, opts, progress=progress, scheduler=scheduler, cache=cache)
-    return SceneResult(outcome.features, outcome.stats)
+    todo: list[int]  # which tiles of the batch had data
+    preds: list[dict]
+    tiles_skipped: int
+    model_seconds: float
+    cached: Any = None  # geoseg.inference.tasks.BatchResult
 
 
-def resolve_gsd(ref: SceneRef, seg: Segmenter, opts: PredictOptions, native: float | None) -> SceneRef:
-    """The scene as the model should see it: resampled to ``opts.gsd``; by default (None) to the
-    checkpoint's ``max_gsd`` when the scene (``native`` metres per pixel) is coarser than that (a
-    finer scene is read as it is); ``opts.gsd == 0`` keeps the scene's own grid."""
-    if opts.gsd == 0:
-        return replace(ref, gsd=None)
-    if opts.gsd is not None:
-        if seg.task != "instance":
-            raise ModelError(
-                "resampling (--gsd) is for instance models: semantic masks keep the scene's grid"
-            )
-        return replace(ref, gsd=float(opts.gsd))
-    ceiling = (getattr(seg, "metadata", None) or {}).get("max_gsd")
-    if not ceiling or seg.task != "instance":
-        return ref
-    if native is None or native <= float(ceiling) * 1.01:  # within 1 %: the same grid
-        return ref
-    return replace(ref, gsd=float(ceiling))
+@dataclass
+class ReadBatch:
+    """A batch's tiles read ahead of its forward pass (:func:`read_batch`)."""
+
+    todo: list[int]
+    batch: np.ndarray | None
+    cached: Any = None  # the batch's result kept from an interrupted run: nothing was read
+
+
+def read_batch(ref: SceneRef, tiles: Sequence[Tile], tile_shape, cache=None) -> ReadBatch:
+    """Read one batch's tiles (a CPU task: in this process it runs while the model works on the
+    batch before)."""
+
+    if cache is not None:
+        kept = cache.load(tiles)
+        if kept is not None:
+            return ReadBatch([], None, cached=BatchResult(*kept))
+    try:
+        _, todo, batch = read_tiles(ref, tiles, tile_shape)
+    except GeosegError as exc:
+        raise type(exc)(str(exc)) from None  # no GDAL cause: it may not survive the trip home
+    return ReadBatch(todo, batch)
+
+
+def infer_instances(
+    ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, opts, cache=None,
+    read: ReadBatch | None = None,
+) -> RawInstances:  # fmt: skip
+    """A forward pass over one batch (the task that needs the GPU), on the tiles ``read`` ahead
+    of it, or read here."""
+
+    read = read if read is not None else read_batch(ref, tiles, tile_shape, cache)
+    if read.cached is not None:
+        return RawInstances([], [], 0, 0.0, cached=read.cached)
+    seg = get_segmenter(model, opts.device)
+    apply_worker_threads()
+    todo, batch = read.todo, read.batch
+    del read
+    if not todo:
+        return RawInstances([], [], len(tiles), 0.0)
+    t0 = time.perf_counter()
+    if opts.rotated_view is None:
+        preds = seg.predict(batch)
+    else:
+        preds = seg.predict(batch, rotated_view=opts.rotated_view)
+    seconds = time.perf_counter() - t0
+    out = []
+    for slot, p in zip(range(len(todo)), preds, strict=False):
+        tile = tiles[todo[slot]]
+        h, w = int(tile.window.height), int(tile.window.width)
+        rec = {k: to_numpy(v) for k, v in p.items() if k != "masks"}
+        rec["mask_crops"] = mask_windows(p, h, w, score_threshold=opts.score_threshold,
+                                         mask_threshold=opts.mask_threshold)  # fmt: skip
+        out.append(rec)
+    del preds, batch  # the full masks go now, not when the next batch's do
+    return RawInstances(todo, out, len(tiles) - len(todo), seconds)
+
+
+def vectorise_instances(raw: RawInstances, tiles: Sequence[Tile], opts, cache=None):
+    """Polygons of one batch's predictions (a CPU task); kept in ``cache`` when given."""
+
+    if raw.cached is not None:
+        return raw.cached
+    result = BatchResult(tiles_run=len(raw.todo), tiles_skipped=raw.tiles_skipped)
+    result.model_seconds = raw.model_seconds
+    with gdal_env():
+        for slot, i in enumerate(raw.todo):
+            result.parts.extend(
+                instance_parts(raw.preds[slot], tiles[i], score_threshold=opts.score_threshold,
+                               mask_threshold=opts.mask_threshold, near_margin=opts.edge_margin)
+            )  # fmt: skip
+    if cache is not None:
+        cache.save(tiles, result)
+    return result
+
+
+# -- running tiles --------------------------------------------------------------------------------
+@dataclass
+class TileBatch:
+    """What one task returns: per tile, its probabilities over its window (None: all nodata)."""
+
+    tiles: list[Tile]
+    probs: list[np.ndarray | None] = field(default_factory=list)
+    model_seconds: float = 0.0
+    image: int = 0  # which image of the scene (a slice of a volume)
+
+
+def run_tiles(
+    scene_ref: SceneRef, model: ModelSpec, tiles: Sequence[Tile], tile_shape, device: str | None = None,
+    image: int = 0,
+) -> TileBatch:  # fmt: skip
+    """One task: read ``tiles``, pad them to ``tile_shape`` with NaN, run the model, crop."""
+
+    seg = get_segmenter(model, device)
+    apply_worker_threads()
+    arrays, todo, batch = read_tiles(scene_ref, tiles, tile_shape)
+    out = TileBatch(list(tiles), [None] * len(tiles), image=image)
+    if not todo:
+        return out
+    t0 = time.perf_counter()
+    preds = seg.predict(batch)
+    out.model_seconds = time.perf_counter() - t0
+    for slot, i in enumerate(todo):
+        _, h, w = arrays[i].shape
+        probs = np.array(to_numpy(preds[slot])[:, :h, :w], dtype=np.float32)
+        probs[:, np.isnan(arrays[i]).all(axis=0)] = np.nan  # no prediction where there is no data
+        out.probs[i] = probs
+    return out
+
+
+@dataclass
+class SceneOutcome:
+    """What a scene's reduction sends back: statistics, and the features if they were kept."""
+
+    stats: dict
+    features: gpd.GeoDataFrame | None = None
+
+
+def reduce_instances(work: SceneWork, *results) -> SceneOutcome:
+    """A scene's instance reduction (a task): merge its tiles' parts into whole objects, drop those
+    under the minimum area or outside the checkpoint's object limits, georeference, write."""
+
+    try:
+        seg = get_segmenter(work.model, work.opts.device)
+        parts = [p for r in results for p in r.parts]
+        tiles_by_index = {t.index: t for t in work.grid.tiles()}
+        opts = work.opts
+        objects = merge_instances(
+            parts, tiles_by_index, iou_threshold=opts.iou_threshold, ios_threshold=opts.ios_threshold
+        )
+        min_area = resolve_min_area(opts, seg)
+        if min_area > 0:  # on whole objects: filtering tile parts would depend on the tiling
+            objects = drop_small(objects, min_area)
+        features = to_features(objects, seg, work.model, work.meta)
+        features, outside = apply_object_limits(features, seg, opts)
+        stats = {
+            **work.header,
+            "tiles_run": sum(r.tiles_run for r in results),
+            "tiles_skipped": sum(r.tiles_skipped for r in results),
+            "tile_parts": len(parts),
+            "objects": len(features),
+            "objects_outside_limits": outside,
+            "model_seconds": sum(r.model_seconds for r in results),
+        }
+        return _deliver(work, features, stats)
+    except GeosegError as exc:
+        raise type(exc)(str(exc)) from None  # no GDAL cause: it may not survive the trip home
+
+
+def _deliver(work: SceneWork, features: gpd.GeoDataFrame, stats: dict) -> SceneOutcome:
+    """Write the scene's vectors (if it has an output), finish its statistics."""
+    out = work.outputs
+    if out.scene_name is not None and len(features):
+        features["scene"] = out.scene_name
+    if out.vectors is not None:
+        write_features(features, out.vectors, fmt=out.fmt, overwrite=out.overwrite,
+                       pixel_space=work.pixel_space, layer=out.layer)  # fmt: skip
+        fault_point("scene-written")
+    keep = out.keep or out.vectors is None
+    return SceneOutcome(stats, features if keep else None)
+
+
+@dataclass
+class StitchState:
+    """What a chain of stitch steps hands on: a stitcher per image still waiting for tiles, the
+    pieces of outlines found so far, and the mask being written."""
+
+    work: SceneWork
+    stitchers: dict = field(default_factory=dict)
+    pieces: dict = field(default_factory=dict)  # image -> [SemanticPiece]
+    tiles_run: int = 0
+    tiles_skipped: int = 0
+    model_seconds: float = 0.0
+    blocks_peak: int = 0
+
+
+def stitch_begin(work: SceneWork) -> StitchState:
+    """The state before the first batch of a semantic scene."""
+    return StitchState(work)
+
+
+def stitch_step(state: StitchState, *batches) -> StitchState:
+    """Add the next batches' tile probabilities; blocks every tile of which is in are classified,
+    written to the mask and polygonised."""
+
+    work = state.work
+    classes = class_names(get_segmenter(work.model, work.opts.device))
+    sinks = work.sinks or {}
+    regions = work.outlines or (work.mask is not None and _min_area(work) > 0)
+    try:
+        for batch in batches:
+            image = batch.image
+            st = state.stitchers.get(image)
+            if st is None:
+                st = state.stitchers[image] = Stitcher(work.grid, _channels(work), None, blend=work.blend)
+            write = work.mask.writer(work.slice_indexes[image]) if work.mask is not None else None
+            for tile, probs in zip(batch.tiles, batch.probs, strict=True):
+                if probs is None:
+                    state.tiles_skipped += 1
+                else:
+                    state.tiles_run += 1
+                for r0, c0, block in st.add(tile, probs):
+                    if "probabilities" in sinks:
+                        sinks["probabilities"](r0, c0, block)
+                    labels, score = classify(block, classes, work.opts.mask_threshold)
+                    if write is not None:
+                        write(r0, c0, labels)
+                    if "mask" in sinks:
+                        sinks["mask"](r0, c0, labels)
+                    if regions:
+                        state.pieces.setdefault(image, []).extend(
+                            label_pieces(labels, score, r0, c0, classes, ~np.isnan(score))
+                        )
+            state.model_seconds += batch.model_seconds
+            state.blocks_peak = max(state.blocks_peak, st.peak_blocks)
+            if st.done:
+                del state.stitchers[image]
+    except GeosegError as exc:
+        raise type(exc)(str(exc)) from None
+    finally:
+        if work.mask is not None:
+            work.mask.release()  # the state may go on to another worker
+    return state
+
+
+def stitch_finish(state: StitchState) -> SceneOutcome:
+    """Whole regions: drop those under the minimum area (from outlines and mask), commit the mask,
+    georeference and write the outlines."""
+
+    work = state.work
+    try:
+        classes = class_names(get_segmenter(work.model, work.opts.device))
+        min_area = _min_area(work)
+        frames, removed = [], 0
+        for image in range(len(work.images)):
+            pieces = state.pieces.get(image, [])
+            objects = dissolve_semantic(pieces) if pieces else []
+            small: list = []
+            if min_area > 0:
+                objects, small = split_small(objects, min_area)
+                if small and work.mask is not None:
+                    work.mask.eraser(work.slice_indexes[image])(small)
+                if small and "erase" in (work.sinks or {}):
+                    work.sinks["erase"](small)
+            removed += len(small)
+            if not work.outlines:
+                objects = []
+            meta = {**work.meta, "name": work.image_names[image]} if work.image_names else work.meta
+            feats = to_features(objects, SimpleNamespace(task="semantic", classes=classes), work.model, meta)
+            if work.header.get("volume"):
+                feats.insert(1, "slice", np.int32(work.slice_indexes[image]))
+            frames.append(feats)
+        features = _concat(frames)
+        if work.mask is not None:
+            work.mask.commit()
+        stats = {
+            **work.header,
+            "tiles_run": state.tiles_run,
+            "tiles_skipped": state.tiles_skipped,
+            "objects": len(features),
+            "model_seconds": state.model_seconds,
+            "min_area": min_area,
+            "small_regions_removed": removed,
+            "blocks_peak": state.blocks_peak,
+        }
+        return _deliver(work, features, stats)
+    except GeosegError as exc:
+        raise type(exc)(str(exc)) from None
+
+
+def _channels(work: SceneWork) -> int:
+    return len(get_segmenter(work.model, work.opts.device).classes)  # one probability channel per class
+
+
+def _min_area(work: SceneWork) -> float:
+
+    return resolve_min_area(work.opts, get_segmenter(work.model, work.opts.device))
+
+
+def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+    if len(frames) == 1:
+        return frames[0]
+    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=frames[0].crs)
+    gdf["id"] = np.arange(1, len(gdf) + 1, dtype=np.int64)
+    return gdf
+
+
+def resolve_min_area(opts: PredictOptions, seg: Segmenter) -> float:
+    """``opts.min_area``, or when that is None the checkpoint's ``min_area`` (else 0)."""
+    if opts.min_area is not None:
+        return float(opts.min_area)
+    return float((getattr(seg, "metadata", None) or {}).get("min_area", 0.0))
 
 
 def apply_object_limits(features: gpd.GeoDataFrame, seg: Segmenter, opts: PredictOptions):
@@ -260,13 +487,6 @@ def apply_object_limits(features: gpd.GeoDataFrame, seg: Segmenter, opts: Predic
     return kept, int((~keep).sum())
 
 
-def resolve_min_area(opts: PredictOptions, seg: Segmenter) -> float:
-    """``opts.min_area``, or when that is None the checkpoint's ``min_area`` (else 0)."""
-    if opts.min_area is not None:
-        return float(opts.min_area)
-    return float((getattr(seg, "metadata", None) or {}).get("min_area", 0.0))
-
-
 def drop_small(objects: list[MergedObject], min_area: float) -> list[MergedObject]:
     """Drop objects, and parts of multi-part objects, smaller than ``min_area`` pixels."""
     return split_small(objects, min_area)[0]
@@ -283,25 +503,3 @@ def split_small(objects: list[MergedObject], min_area: float) -> tuple[list[Merg
             geom = big[0] if len(big) == 1 else shapely.MultiPolygon(big)
             kept.append(MergedObject(geom, o.score, o.label, o.parts))
     return kept, dropped
-
-
-def check_bands(scene: Scene, seg: Segmenter, model: ModelSpec) -> None:
-    if scene.count != seg.in_channels:
-        raise ModelError(
-            f"scene '{scene.path}': {scene.count} band(s) selected but model '{model.name}' "
-            f"expects {seg.in_channels} (choose bands with --bands)"
-        )
-
-
-def make_grid(scene: Scene, seg: Segmenter, opts: PredictOptions) -> TileGrid:
-    size = opts.tile_size or getattr(seg, "tile_size", None) or 512
-    overlap = opts.overlap if opts.overlap is not None else getattr(seg, "overlap", None)
-    overlap = 64 if overlap is None else overlap
-    stride = int(getattr(seg, "stride", 1) or 1)
-    try:
-        return TileGrid(
-            scene.height, scene.width, size=size, overlap=overlap, transform=scene.transform,
-            align=stride,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise ModelError(f"tiling of '{scene.path}': {exc}") from exc

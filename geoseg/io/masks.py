@@ -11,7 +11,6 @@ header, or a ``.npy`` array of the input's shape.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import uuid
@@ -26,7 +25,6 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geoseg.errors import OutputError
-from geoseg.io.atomic import write_text_atomic
 from geoseg.io.slices import extension
 from geoseg.io.vectors import check_writable
 
@@ -167,7 +165,7 @@ class MaskWriter:
         return erase
 
     def sinks(self, index: int | None = None) -> dict:
-        """``mask`` and ``erase`` callables of one image, as :func:`geoseg.inference.blend.predict_blended`
+        """``mask`` and ``erase`` callables of one image, as :func:`geoseg.inference.engine.predict_blended`
         takes them."""
         return {"mask": self.writer(index), "erase": self.eraser(index)}
 
@@ -233,31 +231,3 @@ class MaskWriter:
             self.commit()
         else:
             self.abort()
-
-
-def write_pixel_geojson(gdf, path: str | os.PathLike, *, overwrite: bool = False) -> None:
-    """Write the outlines of a pixel-space scene (a slice) as GeoJSON in pixel coordinates.
-
-    Coordinates are (column, row) of the image, y pointing down; there is no ``crs`` member, and
-    the collection says so in a top-level ``"coordinates": "pixel"`` member. This is not RFC 7946
-    GeoJSON (which is lon/lat): readers that assume lon/lat place it near (0, 0). ``-`` writes to
-    stdout.
-    """
-    import shapely
-
-    gdf = gdf.copy()
-    gdf.geometry = shapely.orient_polygons(gdf.geometry.values, exterior_cw=False)
-    doc = json.loads(gdf.to_json(na="null", drop_id=True))
-    for feature, fid in zip(doc["features"], gdf["id"] if "id" in gdf.columns else [], strict=False):
-        feature["id"] = int(fid)
-    doc = {"type": "FeatureCollection", "coordinates": "pixel", "features": doc["features"]}
-    text = json.dumps(doc, separators=(",", ":"))
-    if str(path) == "-":
-        import sys
-
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-        return
-    path = Path(path)
-    check_writable(path, overwrite=overwrite)
-    write_text_atomic(path, text)

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -28,38 +29,6 @@ from geoseg.io.georef import ground_sample_distance
 
 class NoCRSWarning(UserWarning):
     """A scene has no CRS: its geometries stay in the raster's own coordinate space."""
-
-
-@dataclass(frozen=True)
-class SceneRef:
-    """A picklable description of a scene: what a Dask task receives instead of a dataset.
-
-    Parameters
-    ----------
-    path
-        A local path or any GDAL-readable URI (``/vsis3/...``, ``https://...``).
-    bands
-        1-based band indexes to read, in order; None reads every band.
-    crs
-        A CRS to assign when the raster has none (like ``gdal_translate -a_srs``).
-    gsd
-        Read the scene resampled (bilinear) to this ground sample distance in metres; None reads
-        it on its own grid.
-    """
-
-    path: str
-    bands: tuple[int, ...] | None = None
-    crs: str | None = None
-    gsd: float | None = None
-
-    def open(self) -> Scene:
-        if _is_slice_file(self.path):  # NumPy, DICOM, NIfTI: see geoseg.io.slices
-            if self.gsd is not None:
-                raise SceneError(f"scene '{self.path}': a slice has no ground sample distance to resample")
-            from geoseg.io.slices import SliceScene
-
-            return SliceScene(self.path, bands=self.bands)
-        return Scene(self.path, bands=self.bands, crs=self.crs, gsd=self.gsd)
 
 
 @dataclass
@@ -79,6 +48,8 @@ class Scene:
     bands: Sequence[int] | None = None
     crs: CRS | str | None = None
     gsd: float | None = None
+    #: the :class:`geoseg.io.refs.SceneRef` that reopens this scene as it is (set by its ``open``)
+    ref: Any = field(default=None, init=False, repr=False)
     _ds: rasterio.io.DatasetReader | None = field(default=None, init=False, repr=False)
     _grid: tuple[int, int, Affine] | None = field(default=None, init=False, repr=False)
 
@@ -188,9 +159,9 @@ class Scene:
         return Path(self.path.rstrip("/")).stem
 
     @property
-    def ref(self) -> SceneRef:
-        crs = self.crs.to_wkt() if (self.crs is not None and self._ds.crs != self.crs) else None
-        return SceneRef(self.path, tuple(self.bands), crs, self.gsd)
+    def assigned_crs(self) -> str | None:
+        """The CRS given to a raster that has none (WKT), else None."""
+        return self.crs.to_wkt() if (self.crs is not None and self._ds.crs != self.crs) else None
 
     # -- reading ----------------------------------------------------------------------------
     def read(self, window: Window) -> np.ndarray:
@@ -227,22 +198,6 @@ class Scene:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def open_scene(
-    path: str | os.PathLike,
-    *,
-    bands: Sequence[int] | None = None,
-    crs: str | None = None,
-    gsd: float | None = None,
-) -> Scene:
-    """Open a raster scene (or a NumPy, DICOM or NIfTI slice) for windowed reading (see :class:`Scene`)."""
-    return SceneRef(str(path), tuple(bands) if bands else None, crs, gsd).open()
-
-
-def _is_slice_file(path: str) -> bool:
-    name = path.lower()
-    return name.endswith((".npy", ".dcm", ".nii", ".nii.gz")) and "://" not in name
 
 
 def _one_line(exc: BaseException) -> str:

@@ -17,13 +17,13 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError
-from geoseg.io.scene import SceneRef
 
 #: extensions opened by :class:`SliceScene` (PNG/JPEG/TIFF go through GDAL)
 SLICE_EXTENSIONS = (".npy", ".dcm", ".nii", ".nii.gz")
@@ -49,8 +49,13 @@ def file_stem(path: str | os.PathLike) -> str:
 
 
 def is_slice_file(path: str | os.PathLike) -> bool:
-    """True for the files :class:`SliceScene` opens (NumPy, DICOM, NIfTI)."""
-    return extension(path) in SLICE_EXTENSIONS
+    """True for the local files :class:`SliceScene` opens (NumPy, DICOM, NIfTI); a URI is read by
+    GDAL.
+
+    >>> is_slice_file("ct.nii.gz"), is_slice_file("https://host/ct.npy")
+    (True, False)
+    """
+    return extension(path) in SLICE_EXTENSIONS and "://" not in str(path)
 
 
 # -- reading files --------------------------------------------------------------------------------
@@ -176,30 +181,6 @@ def volume_slice(img, index: int, axis: int) -> np.ndarray:
 
 
 # -- slices as scenes -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SliceRef(SceneRef):
-    """A picklable description of one slice (see :class:`geoseg.io.scene.SceneRef`).
-
-    Parameters
-    ----------
-    index
-        Which slice of a stack or volume; None for a file that holds one slice.
-    axis
-        Axis of a NIfTI volume the slices are taken along (default 2); NumPy stacks are always
-        sliced along their first axis.
-    hu_window
-        ``(center, width)``: clip DICOM values (in HU) to this window.
-    """
-
-    index: int | None = None
-    axis: int | None = None
-    hu_window: tuple[float, float] | None = None
-
-    def open(self) -> SliceScene:
-        return SliceScene(self.path, bands=self.bands, index=self.index, axis=self.axis,
-                          hu_window=self.hu_window)  # fmt: skip
-
-
 @dataclass
 class SliceScene:
     """One slice, read like a :class:`geoseg.io.scene.Scene`: ``read(window)`` gives float32
@@ -221,6 +202,8 @@ class SliceScene:
     native_gsd: None = field(default=None, init=False)
     affine: np.ndarray | None = field(default=None, init=False, repr=False)
     slices: int = field(default=1, init=False)
+    #: the :class:`geoseg.io.refs.SliceRef` that reopens this slice (set by its ``open``)
+    ref: Any = field(default=None, init=False, repr=False)
     _data: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -303,12 +286,6 @@ class SliceScene:
     def name(self) -> str:
         stem = file_stem(self.path)
         return stem if self.index is None else f"{stem}_{int(self.index):04d}"
-
-    @property
-    def ref(self) -> SliceRef:
-        return SliceRef(
-            self.path, tuple(self.bands), index=self.index, axis=self.axis, hu_window=self.hu_window
-        )
 
     # -- reading ----------------------------------------------------------------------------
     def read(self, window: Window) -> np.ndarray:
@@ -432,3 +409,20 @@ def _check_same_size(image_shape, mask_shape, image_path, mask_path) -> None:
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def parse_slices(text: str | None) -> list[int] | None:
+    """``"0,3,5-7"`` -> ``[0, 3, 5, 6, 7]``; None stays None (every slice).
+
+    >>> parse_slices("0,3,5-7")
+    [0, 3, 5, 6, 7]
+    """
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"'{text}' is not a list of slice numbers like 0,3,5-7")
+        out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    return out

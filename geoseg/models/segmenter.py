@@ -216,11 +216,9 @@ def load_segmenter(model: ModelSpec, device: str | None = None) -> Segmenter:
 
 def _from_factory(spec: str, options: dict) -> Segmenter:
     module_name, attr = spec.split(":", 1)
-    # Like `python -m`, let a user's module in the working directory be found.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    module_name = MOVED_MODULES.get(module_name, module_name)
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_from_cwd(module_name)
     except ImportError as exc:
         raise ModelError(f"model '{spec}': cannot import module '{module_name}' ({exc})") from exc
     try:
@@ -240,6 +238,27 @@ def _from_factory(spec: str, options: dict) -> Segmenter:
         return obj(**options)
     except Exception as exc:
         raise ModelError(f"model '{spec}': factory failed ({type(exc).__name__}: {exc})") from exc
+
+
+#: factory modules that moved, under the names job files written before may still use
+MOVED_MODULES = {"geoseg.plugins": "geoseg.models.plugins"}
+
+
+def _import_from_cwd(module_name: str):
+    """Import ``module_name``; like ``python -m``, a user's module in the working directory is
+    found. The working directory is on ``sys.path`` only while the import runs."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        if added:
+            try:
+                sys.path.remove(cwd)
+            except ValueError:
+                pass
 
 
 def check_segmenter(seg: Any, spec: str) -> None:

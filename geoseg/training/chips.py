@@ -15,7 +15,8 @@ from rasterio.windows import Window
 from geoseg.errors import GeosegError
 from geoseg.evaluation.objects import read_vectors
 from geoseg.inference.attributes import ship_attributes
-from geoseg.io.scene import Scene, open_scene
+from geoseg.io.refs import open_scene
+from geoseg.io.scene import Scene
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""Picklable references to scenes and slices: what a task receives instead of an open dataset, and
+the one way geoseg opens an image path (a raster through GDAL, a NumPy, DICOM or NIfTI slice through
+:mod:`geoseg.io.slices`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from geoseg.errors import SceneError
+from geoseg.io.scene import Scene
+from geoseg.io.slices import SliceScene, is_slice_file
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """A picklable description of a scene: what a Dask task receives instead of a dataset.
+
+    Parameters
+    ----------
+    path
+        A local path or any GDAL-readable URI (``/vsis3/...``, ``https://...``).
+    bands
+        1-based band indexes to read, in order; None reads every band.
+    crs
+        A CRS to assign when the raster has none (like ``gdal_translate -a_srs``).
+    gsd
+        Read the scene resampled (bilinear) to this ground sample distance in metres; None reads
+        it on its own grid.
+    """
+
+    path: str
+    bands: tuple[int, ...] | None = None
+    crs: str | None = None
+    gsd: float | None = None
+
+    def open(self) -> Scene | SliceScene:
+        """The open scene; its ``ref`` reopens it as it is (bands chosen, CRS assigned)."""
+        if is_slice_file(self.path):  # NumPy, DICOM, NIfTI: see geoseg.io.slices
+            if self.gsd is not None:
+                raise SceneError(f"scene '{self.path}': a slice has no ground sample distance to resample")
+            return _slice_with_ref(SliceScene(self.path, bands=self.bands))
+        sc = Scene(self.path, bands=self.bands, crs=self.crs, gsd=self.gsd)
+        sc.ref = SceneRef(sc.path, tuple(sc.bands), sc.assigned_crs, sc.gsd)
+        return sc
+
+
+@dataclass(frozen=True)
+class SliceRef(SceneRef):
+    """A picklable description of one slice (see :class:`SceneRef`).
+
+    Parameters
+    ----------
+    index
+        Which slice of a stack or volume; None for a file that holds one slice.
+    axis
+        Axis of a NIfTI volume the slices are taken along (default 2); NumPy stacks are always
+        sliced along their first axis.
+    hu_window
+        ``(center, width)``: clip DICOM values (in HU) to this window.
+    """
+
+    index: int | None = None
+    axis: int | None = None
+    hu_window: tuple[float, float] | None = None
+
+    def open(self) -> SliceScene:
+        return _slice_with_ref(SliceScene(self.path, bands=self.bands, index=self.index, axis=self.axis,
+                                          hu_window=self.hu_window))  # fmt: skip
+
+
+def _slice_with_ref(sc: SliceScene) -> SliceScene:
+    sc.ref = SliceRef(sc.path, tuple(sc.bands), index=sc.index, axis=sc.axis, hu_window=sc.hu_window)
+    return sc
+
+
+def open_scene(
+    path: str | os.PathLike,
+    *,
+    bands: Sequence[int] | None = None,
+    crs: str | None = None,
+    gsd: float | None = None,
+) -> Scene | SliceScene:
+    """Open a raster scene (or a NumPy, DICOM or NIfTI slice) for windowed reading (see
+    :class:`~geoseg.io.scene.Scene`)."""
+    return SceneRef(str(path), tuple(bands) if bands else None, crs, gsd).open()

@@ -6,7 +6,7 @@ LUNG_MODEL := geoseg/weights/lungs-unet.safetensors
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format bench clean venv tanker-data tanker-model nightly lung-model
+.PHONY: test demo docs lint format bench clean venv tanker-data tanker-model nightly lung-model
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format geoseg tests bench
 	$(BIN)/ruff check --fix geoseg tests bench
+
+# docs/options.md's table, made again from the options registry (geoseg.inference.options)
+docs: $(STAMP)
+	$(BIN)/python -m geoseg.inference.options docs/options.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

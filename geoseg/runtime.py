@@ -122,3 +122,18 @@ def restore_malloc_thresholds() -> Applied:
     if not (ok_mmap and ok_trim):
         note += "; mallopt refused a value"
     return Applied(ok_mmap or ok_trim, value, note)
+
+
+_task_threads: int | None = None
+
+
+def set_task_threads(threads: int | None) -> None:
+    """The torch thread count each task thread of this process takes (a dask worker's, set by
+    :class:`geoseg.batch.workerplugins.WorkerRuntime`); None: leave torch's own."""
+    global _task_threads
+    _task_threads = None if threads is None else max(1, int(threads))
+
+
+def task_threads() -> int | None:
+    """What :func:`set_task_threads` set in this process, or None."""
+    return _task_threads

@@ -9,7 +9,8 @@ import torch
 from monai.losses import DiceCELoss, DiceLoss
 from monai.metrics import DiceMetric, MeanIoU
 
-from geoseg.evaluation.dice import class_scores, dice_ce_loss, dice_score, iou_score, soft_dice_loss
+from geoseg.evaluation.dice import class_scores, dice_score, iou_score
+from geoseg.training.losses import dice_ce_loss, soft_dice_loss
 
 
 def random_cases(seed: int = 0, n: int = 40, size: int = 16):

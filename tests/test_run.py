@@ -256,7 +256,7 @@ def test_gsd_and_rotated_view_job_keys(tmp_path):
     ]:
         (tmp_path / "job.yaml").write_text(base + extra)
         job = load_job(tmp_path / "job.yaml")
-        assert (job.gsd, job.rotated_view) == (gsd, rotated)
+        assert (job.options.gsd, job.options.rotated_view) == (gsd, rotated)
         hashes.add(job.params_hash())
     assert len(hashes) == 4  # each setting is its own result set
 

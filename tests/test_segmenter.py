@@ -100,9 +100,6 @@ def test_torch_tensors_are_accepted(tmp_path):
     a = np.zeros((100, 100), np.uint8)
     a[10:20, 10:20] = 200
     path = write_raster(tmp_path / "s.tif", a)
-    import geoseg.models.segmenter as s
-
-    spec = ModelSpec("test:torch_out")
-    s._cache[(spec.key, "cpu")] = TorchOut(threshold=100)
+    spec = ModelSpec.of(TorchOut(threshold=100))  # a segmenter object handed in: no factory, no file
     got = predict_scene(path, spec, PredictOptions(tile_size=64, overlap=8)).features
     assert len(got) == 1 and got["area_px"].iloc[0] == 100

@@ -13,7 +13,7 @@ from geoseg.cli.main import cli
 from geoseg.models.checkpoint import load_checkpoint, read_metadata
 from geoseg.models.unet import UNetSegmenter
 from geoseg.synth.lungs import write_lungs
-from geoseg.training.unet import _crop, _load_pairs, labels_of
+from geoseg.training.unet import _crop, labels_of, load_pairs
 
 
 @pytest.fixture(scope="module")
@@ -155,8 +155,8 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
     assert r.exit_code == 2 and "CENTER,WIDTH" in r.stderr
 
 
-def test_minimal_loader_and_labels(data):
-    pairs = _load_pairs(str(data / "train" / "images"), str(data / "train" / "masks"))
+def test_loader_and_labels(data):
+    pairs = load_pairs(str(data / "train" / "images"), str(data / "train" / "masks"))
     assert len(pairs) == 6 and pairs[0][0] == "p000_z000"
     pid, image, mask = pairs[0]
     assert image.dtype == np.float32 and image.shape == (1, 64, 64) and mask.shape == (64, 64)

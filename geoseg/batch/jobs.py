@@ -1,4 +1,5 @@
-"""Job specs: the YAML files ``geoseg run`` executes (see ``jobs/README.md`` for every key).
+"""Job specs: the YAML files ``geoseg run`` executes (every key is in ``docs/jobs.md``; the
+``tiling`` and ``predict`` keys are the options of :mod:`geoseg.inference.options`).
 
 A job is read with ``yaml.SafeLoader`` (a tag that would build a Python object is refused) and
 validated against :data:`SCHEMA` before anything is touched. Every error names the key, as a path
@@ -22,8 +23,10 @@ from typing import Any
 import yaml
 
 from geoseg.errors import GeosegError
+from geoseg.inference.options import OptionError, PredictOptions, convert, hash_params, schema_node
+from geoseg.inference.options import registry as options_registry
 from geoseg.io.vectors import FORMATS
-from geoseg.models.segmenter import builtin_model
+from geoseg.models.segmenter import FACTORY, builtin_model
 
 
 class JobError(GeosegError):
@@ -34,6 +37,15 @@ class JobError(GeosegError):
 # A schema node is a type (str, int, float, bool), a tuple of allowed strings, ("list", node),
 # ("map", {key: (node, required)}), ("dict",) for free-form mappings, or a one-of of maps.
 _INT, _FLOAT, _STR, _BOOL = int, float, str, bool
+
+
+def _option_sections() -> dict[str, dict]:
+    """The ``tiling`` and ``predict`` maps of the schema, from the options registry."""
+    sections: dict[str, dict] = {}
+    for _, opt in options_registry():
+        sections.setdefault(opt.section, {})[opt.name] = (schema_node(opt), False)
+    return sections
+
 
 _INPUT = (
     "map",
@@ -54,32 +66,8 @@ SCHEMA = (
         "inputs": (("list", _INPUT), True),
         "model": (_STR, True),
         "model_args": (("dict",), False),
-        "tiling": (
-            (
-                "map",
-                {"tile_size": (_INT, False), "overlap": (_INT, False), "batch_size": (_INT, False)},
-            ),
-            False,
-        ),
-        "predict": (
-            (
-                "map",
-                {
-                    "score_threshold": (_FLOAT, False),
-                    "mask_threshold": (_FLOAT, False),
-                    "min_area": (_FLOAT, False),
-                    "any_size": (_BOOL, False),
-                    "gsd": (("number|word", ("native",)), False),
-                    "rotated_view": (_BOOL, False),
-                    "blend": (("constant", "cosine", "gaussian"), False),
-                    "slices": (_STR, False),
-                    "slice_axis": (_INT, False),
-                    "hu_window": (("list", _FLOAT), False),
-                    "device": (_STR, False),
-                },
-            ),
-            False,
-        ),
+        # tiling.* and predict.*: the options of geoseg.inference.options (one key each)
+        **{section: (("map", keys), False) for section, keys in _option_sections().items()},
         "outputs": (
             (
                 "map",
@@ -135,20 +123,7 @@ class Job:
     inputs: tuple[InputSource, ...]
     model: str
     model_args: tuple[tuple[str, Any], ...] = ()
-    tile_size: int | None = None
-    overlap: int | None = None
-    batch_size: int | None = None  # None: 4 on a CPU, 16 on a GPU
-    score_threshold: float = 0.5
-    mask_threshold: float = 0.5
-    min_area: float | None = None
-    any_size: bool = False
-    gsd: float | None = None  # 0: the scene's own grid (see PredictOptions)
-    rotated_view: bool | None = None
-    blend: str = "gaussian"
-    slices: tuple[int, ...] | None = None  # of stacks and volumes; None: every slice
-    slice_axis: int | None = None
-    hu_window: tuple[float, float] | None = None
-    device: str = "auto"
+    options: PredictOptions = PredictOptions()  # its tiling.* and predict.* keys
     out_dir: str = ""
     scene_format: str = "geojson"
     mask: str | None = None  # semantic models: each scene's class mask as <scene>.mask.<ext>
@@ -166,31 +141,9 @@ class Job:
         return os.path.join(self.store, self.name)
 
     def params_hash(self) -> str:
-        """Hash of every setting that changes the objects found (not where they are written)."""
-        params = {
-            "tile_size": self.tile_size,
-            "overlap": self.overlap,
-            "score_threshold": self.score_threshold,
-            "mask_threshold": self.mask_threshold,
-            "min_area": self.min_area,
-            "model_args": self.model_args,
-        }
-        if self.any_size:  # (absent when off, so that older manifests keep their hash)
-            params["any_size"] = True
-        if self.gsd is not None:
-            params["gsd"] = self.gsd
-        if self.rotated_view is not None:
-            params["rotated_view"] = self.rotated_view
-        # semantic settings, each absent at its default, so older manifests keep their hash
-        for key, value, default in (
-            ("blend", self.blend, "gaussian"),
-            ("slices", self.slices, None),
-            ("slice_axis", self.slice_axis, None),
-            ("hu_window", self.hu_window, None),
-        ):
-            if value != default:
-                params[key] = value
-        return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Hash of every setting that changes the objects found (not where they are written): the
+        options whose ``Option.hash`` says so, and the model's arguments."""
+        return hash_params(self.options, {"model_args": self.model_args})
 
 
 def load_job(path: str | os.PathLike) -> Job:
@@ -340,63 +293,34 @@ def _build(data: dict, path: Path, lines: dict) -> Job:
             InputSource(kind, tuple(absolute(v) for v in raw), key, item.get("asset"), bands, item.get("crs"))
         )
     model = data["model"]
-    if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", model):
+    if not FACTORY.match(model):
         model = builtin_model(model) or absolute(model)
         if not os.path.exists(model):
             raise JobError(f"{_where(path, 'model', lines)}'model': no such checkpoint '{model}'")
     tiling, predict = data.get("tiling", {}), data.get("predict", {})
     outputs, cluster = data["outputs"], data.get("cluster", {})
     for key, v, lo in (
-        ("tiling.tile_size", tiling.get("tile_size"), 16),
-        ("tiling.overlap", tiling.get("overlap"), 0),
-        ("tiling.batch_size", tiling.get("batch_size"), 1),
         ("cluster.workers", cluster.get("workers"), 0),
         ("cluster.threads_per_worker", cluster.get("threads_per_worker"), 1),
     ):
         if v is not None and v < lo:
             raise JobError(f"{_where(path, key, lines)}'{key}' must be at least {lo} (got {v})")
     store = data.get("store") or os.environ.get("GEOSEG_STORE") or "tiles"
-    slices = None
-    if "slices" in predict:
-        from geoseg.io.slices import parse_slices
-
-        try:
-            slices = tuple(parse_slices(predict["slices"]))
-        except ValueError as exc:
-            raise JobError(f"{_where(path, 'predict.slices', lines)}'predict.slices': {exc}") from None
-    hu_window = predict.get("hu_window")
-    if hu_window is not None and len(hu_window) != 2:
-        raise JobError(f"{_where(path, 'predict.hu_window', lines)}'predict.hu_window' is [center, width]")
-    if "slice_axis" in predict and predict["slice_axis"] not in (0, 1, 2):
-        raise JobError(f"{_where(path, 'predict.slice_axis', lines)}'predict.slice_axis' must be 0, 1 or 2")
-    device = predict.get("device", "auto")
-    from geoseg.models.segmenter import DEVICE
-
-    if not DEVICE.match(device):
-        raise JobError(
-            f"{_where(path, 'predict.device', lines)}'predict.device' must be auto, cpu, cuda or cuda:N "
-            f"(got {device!r})"
-        )
+    changes = {}
+    for f, opt in options_registry():
+        section = tiling if opt.section == "tiling" else predict
+        if opt.name in section:
+            try:
+                changes[f.name] = convert(opt.name, section[opt.name])
+            except OptionError as exc:
+                raise JobError(f"{_where(path, opt.key, lines)}'{opt.key}' {exc}") from None
     return Job(
         path=str(path.resolve()),
         name=name,
         inputs=tuple(inputs),
         model=model,
         model_args=tuple(sorted((data.get("model_args") or {}).items())),
-        tile_size=tiling.get("tile_size"),
-        overlap=tiling.get("overlap"),
-        batch_size=tiling.get("batch_size"),
-        score_threshold=float(predict.get("score_threshold", 0.5)),
-        mask_threshold=float(predict.get("mask_threshold", 0.5)),
-        min_area=None if predict.get("min_area") is None else float(predict["min_area"]),
-        any_size=bool(predict.get("any_size", False)),
-        gsd=None if "gsd" not in predict else (0.0 if predict["gsd"] == "native" else float(predict["gsd"])),
-        rotated_view=predict.get("rotated_view"),
-        blend=predict.get("blend", "gaussian"),
-        slices=slices,
-        slice_axis=predict.get("slice_axis"),
-        hu_window=tuple(float(v) for v in hu_window) if hu_window is not None else None,
-        device=device,
+        options=PredictOptions(**changes),
         out_dir=absolute(outputs["dir"]),
         scene_format=outputs.get("scene_format", "geojson"),
         mask=outputs.get("mask"),

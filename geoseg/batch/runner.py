@@ -23,7 +23,6 @@ interrupted (``running``). Every output is written to a temporary file and renam
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import fcntl
 import hashlib
@@ -33,18 +32,20 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from geoseg.batch.cluster import open_cluster
 from geoseg.batch.jobs import Job, JobError, ScenePlan, expand_inputs, inside
 from geoseg.batch.runstate import RunState
-from geoseg.errors import GeosegError
+from geoseg.clock import utc_now
+from geoseg.errors import GeosegError, one_line
 from geoseg.inference.engine import execute, make_runner, torch_threads_for
 from geoseg.inference.options import PredictOptions
 from geoseg.inference.plan import Outputs, prepare
 from geoseg.inference.tilecache import TileCache
 from geoseg.io.atomic import write_text_atomic
+from geoseg.io.fingerprints import update_with_file
 from geoseg.io.refs import SceneRef
 from geoseg.io.vectors import FORMATS, write_vectors
 from geoseg.models.segmenter import ModelSpec, default_batch_size, get_segmenter
@@ -59,15 +60,6 @@ class LockedError(GeosegError):
     """Another run of the same job holds its lock."""
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if isinstance(exc, GeosegError) else f"{type(exc).__name__}: {text}"
-
-
 # -- fingerprints ------------------------------------------------------------------------------
 def fingerprint(plan: ScenePlan) -> str:
     """What identifies a scene's content: size, modification time and the first and last MiB of a
@@ -79,16 +71,7 @@ def fingerprint(plan: ScenePlan) -> str:
     if "://" in plan.href or plan.href.startswith("/vsi"):
         h.update(plan.href.encode())
         return h.hexdigest()[:16]
-    try:
-        st = os.stat(plan.href)
-        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
-        with open(plan.href, "rb") as f:
-            h.update(f.read(1 << 20))
-            if st.st_size > 2 << 20:
-                f.seek(-(1 << 20), os.SEEK_END)
-                h.update(f.read(1 << 20))
-    except OSError as exc:
-        h.update(f"unreadable:{exc.errno}".encode())
+    update_with_file(h, plan.href)
     return h.hexdigest()[:16]
 
 
@@ -108,7 +91,7 @@ def job_lock(job_dir: str, job_name: str):
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             raise LockedError(f"job '{job_name}' is already running ({holder}); lock '{path}'") from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename} since {_now()}".encode(), 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename} since {utc_now()}".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
@@ -220,7 +203,7 @@ class Events:
 
     def __call__(self, event: str, message: str, **fields) -> None:
         if self.fmt == "json":
-            rec = {"time": _now(), "event": event, "message": message, **fields}
+            rec = {"time": utc_now(), "event": event, "message": message, **fields}
             print(json.dumps(rec, default=str), file=self.stream, flush=True)
         elif not self.quiet and event != "run_end":  # the text summary follows instead
             print(message, file=self.stream, flush=True)
@@ -242,7 +225,7 @@ def run_job(
     task that writes its outputs, and this process records each scene's state as it finishes."""
     events = events or Events(quiet=True)
     model = ModelSpec(job.model, job.model_args)
-    report = RunReport(job.name, _now())
+    report = RunReport(job.name, utc_now())
     t0 = time.perf_counter()
     scenes = expand_inputs(job)  # a job that cannot run fails here, before anything is touched
     seg = get_segmenter(model, "cpu")
@@ -294,7 +277,7 @@ def run_job(
                 report.scenes_seconds = time.perf_counter() - t_scenes
         report.scenes = [rows[s.plan.key] for s in steps]
         report.combined = _write_combined(job, state, events)
-        report.finished = _now()
+        report.finished = utc_now()
         report.seconds = time.perf_counter() - t0
         if job.report:
             stem = inside(job.out_dir, f"{job.name}.report")
@@ -308,19 +291,8 @@ def run_job(
 
 def job_options(job: Job, workers: int) -> PredictOptions:
     """The job's prediction settings, as :func:`geoseg.inference.engine.predict_scene` takes them."""
-    return PredictOptions(
-        tile_size=job.tile_size,
-        overlap=job.overlap,
-        batch_size=job.batch_size or default_batch_size(job.device),
-        score_threshold=job.score_threshold,
-        mask_threshold=job.mask_threshold,
-        min_area=job.min_area,
-        object_limits=not job.any_size,
-        gsd=job.gsd,
-        rotated_view=job.rotated_view,
-        workers=workers,
-        device=job.device,
-    )
+    opts = job.options
+    return replace(opts, workers=workers, batch_size=opts.batch_size or default_batch_size(opts.device))
 
 
 def warm_up(model: ModelSpec, device: str) -> None:
@@ -368,7 +340,7 @@ class _SceneRun:
         rec = {
             "href": plan.href, "source": plan.source, "item_id": plan.item_id,
             "fingerprint": step.fingerprint, "model_hash": self.model.key, "params_hash": self.params,
-            "status": "running", "started": _now(),
+            "status": "running", "started": utc_now(),
         }  # fmt: skip
         previous = self.state.get(plan.key) or {}
         rec["attempts"] = previous.get("attempts", 0) + 1 if step.action in ("retry", "resume") else 1
@@ -389,10 +361,7 @@ class _SceneRun:
                           scene_name=plan.item_id or plan.key)  # fmt: skip
         semantic = {}
         if get_segmenter(self.model, "cpu").task == "semantic":
-            semantic = {
-                "blend": job.blend, "axis": job.slice_axis, "slices": job.slices, "hu_window": job.hu_window,
-                "mask_path": os.path.join(job.out_dir, mask_rel) if mask_rel else None,
-            }  # fmt: skip
+            semantic = {"mask_path": os.path.join(job.out_dir, mask_rel) if mask_rel else None}
         self.records[plan.key]["outputs_planned"] = [o for o in (out_rel, mask_rel) if o]
         return prepare(SceneRef(plan.href, plan.bands, plan.crs), self.model, self.opts, outputs,
                        cache=TileCache(self._cache_dir(step)), local=self.local, **semantic)  # fmt: skip
@@ -403,7 +372,8 @@ class _SceneRun:
         outputs = rec.pop("outputs_planned", [])
         seconds = round(time.perf_counter() - self.started[plan.key], 3)
         if error is not None:  # one bad scene never sinks the run
-            rec.update(status="failed", error=_one_line(error), finished=_now(), outputs=[], seconds=seconds)
+            rec.update(status="failed", error=one_line(error, typed=True), finished=utc_now(), outputs=[],
+                       seconds=seconds)  # fmt: skip
             self.state.put(plan.key, rec)
             self.events("scene_failed", f"{plan.key}: FAILED: {rec['error']}", scene=plan.key,
                         error=rec["error"])  # fmt: skip
@@ -412,7 +382,7 @@ class _SceneRun:
                                    "error": rec["error"], "seconds": seconds}  # fmt: skip
             return
         s = outcome.stats
-        rec.update(status="done", error=None, finished=_now(), outputs=outputs, objects=s["objects"],
+        rec.update(status="done", error=None, finished=utc_now(), outputs=outputs, objects=s["objects"],
                    tiles=s["tiles"], tiles_run=s["tiles_run"], seconds=seconds)  # fmt: skip
         if s.get("pixel_space"):
             rec["pixel_space"] = True
@@ -491,7 +461,7 @@ def _write_combined(job: Job, state: RunState, events) -> str | None:
     if "id" in gdf.columns:  # ids are per scene; the combined layer numbers its features anew
         gdf = gdf.rename(columns={"id": "scene_id"})
     write_vectors(gdf, path, fmt=job.combined, overwrite=True, layer=job.name)
-    state.set_combined({"state": digest, "path": os.path.basename(path), "written": _now()})
+    state.set_combined({"state": digest, "path": os.path.basename(path), "written": utc_now()})
     events("combined", f"combined layer: {len(gdf)} objects -> {os.path.basename(path)}", objects=len(gdf))
     return os.path.basename(path)
 

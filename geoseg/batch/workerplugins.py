@@ -8,7 +8,7 @@ import sys
 
 from distributed import WorkerPlugin
 
-from geoseg.runtime import prefer_passive_openmp, restore_malloc_thresholds
+from geoseg.runtime import prefer_passive_openmp, restore_malloc_thresholds, set_task_threads
 
 log = logging.getLogger("geoseg.worker")
 
@@ -44,7 +44,7 @@ class WorkerRuntime(WorkerPlugin):
         threads = max(1, cores // max(1, self.per_host.get(host, 1) * nthreads))
         # OpenMP's thread count is kept per calling thread: tasks run in the worker's executor
         # threads, so each task applies it there too (geoseg.inference.tasks.apply_worker_threads).
-        os.environ["GEOSEG_TORCH_THREADS"] = str(threads)
+        set_task_threads(threads)
         # torch is not imported here: a model without torch (a plug-in) never pays for it, and a
         # worker starts in a fraction of the time; tasks set the count where torch runs
         torch = sys.modules.get("torch")

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.predict import write_json
 from geoseg.evaluation.masks import evaluate_masks, is_mask_input, write_overlays
 from geoseg.evaluation.masks import summary as mask_summary
 from geoseg.evaluation.objects import dumps, evaluate, read_vectors, summary
-from geoseg.io.vectors import check_writable
+from geoseg.io.atomic import check_writable, write_json
 
 
 @click.command(name="eval")

@@ -38,7 +38,9 @@ class GeosegGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # warnings as one line on stderr, for this command only
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except GeosegError as exc:
             if ctx.params.get("verbose", 0) > 0:
                 raise
@@ -60,7 +62,6 @@ def cli(ctx, verbose: int, quiet: bool) -> None:
     ctx.obj.update(verbose=verbose, quiet=quiet)
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    warnings.showwarning = _show_warning
 
 
 if __name__ == "__main__":  # python -m geoseg.cli.main

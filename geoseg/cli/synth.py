@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from geoseg.cli.options import overwrite_opt
-from geoseg.io.vectors import check_writable
+from geoseg.io.atomic import check_writable
 
 
 @click.group()

@@ -9,7 +9,7 @@ import sys
 import click
 
 from geoseg.cli.options import overwrite_opt
-from geoseg.io.vectors import check_writable
+from geoseg.io.atomic import check_writable
 
 
 @click.group()

@@ -49,6 +49,43 @@ def _common_crs(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame):
     return both.estimate_utm_crs()
 
 
+def match_greedy(
+    pairs_t: np.ndarray, pairs_p: np.ndarray, iou: np.ndarray, iou_threshold: float = 0.5
+) -> tuple[dict[int, int], dict[int, int], list[float]]:
+    """One-to-one matches of candidate pairs ``(pairs_t[k], pairs_p[k])`` with IoU ``iou[k]``,
+    taken greedily by decreasing IoU (ties in the pairs' order) down to ``iou_threshold``:
+    ``(truth -> prediction, prediction -> truth, matched IoUs)``.
+
+    >>> match_greedy(np.array([0, 0, 1]), np.array([0, 1, 1]), np.array([0.9, 0.6, 0.7]))
+    ({0: 0, 1: 1}, {0: 0, 1: 1}, [0.9, 0.7])
+    """
+    matched_t: dict[int, int] = {}
+    matched_p: dict[int, int] = {}
+    ious: list[float] = []
+    for k in np.argsort(-np.asarray(iou, dtype=np.float64), kind="stable"):
+        if iou[k] < iou_threshold:
+            break
+        t, p = int(pairs_t[k]), int(pairs_p[k])
+        if t in matched_t or p in matched_p:
+            continue
+        matched_t[t], matched_p[p] = p, t
+        ious.append(float(iou[k]))
+    return matched_t, matched_p, ious
+
+
+def precision_recall_f1(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 of ``tp`` matches. Nothing to find and nothing found is a perfect
+    1.0; predictions where there is nothing to find (or nothing predicted where there is) 0.0.
+
+    >>> precision_recall_f1(0, 0, 0), precision_recall_f1(0, 3, 0)
+    ((1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    """
+    precision = tp / n_pred if n_pred else (1.0 if n_true == 0 else 0.0)
+    recall = tp / n_true if n_true else (1.0 if n_pred == 0 else 0.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
 def evaluate(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_threshold: float = 0.5) -> dict:
     """Compare predictions with truth; returns a JSON-ready dict of counts and scores."""
     crs = _common_crs(pred, truth)
@@ -66,16 +103,7 @@ def evaluate(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_threshold: 
     ta, pa = shapely.area(tg), shapely.area(pg)
     iou = inter / np.maximum(ta[pairs_t] + pa[pairs_p] - inter, 1e-12) if pairs_t.size else inter
 
-    matched_t, matched_p, match_ious = {}, {}, []
-    for k in np.argsort(-iou, kind="stable"):
-        if iou[k] < iou_threshold:
-            break
-        t, p = int(pairs_t[k]), int(pairs_p[k])
-        if t in matched_t or p in matched_p:
-            continue
-        matched_t[t] = p
-        matched_p[p] = t
-        match_ious.append(float(iou[k]))
+    matched_t, matched_p, match_ious = match_greedy(pairs_t, pairs_p, iou, iou_threshold)
 
     duplicates = 0
     seam_splits = 0
@@ -90,9 +118,7 @@ def evaluate(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_threshold: 
 
     tp = len(matched_t)
     attributes = _attribute_errors(pred, truth, pairs_t, pairs_p, matched_t, matched_p)
-    precision = tp / n_pred if n_pred else (1.0 if n_true == 0 else 0.0)
-    recall = tp / n_true if n_true else (1.0 if n_pred == 0 else 0.0)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision, recall, f1 = precision_recall_f1(tp, n_pred, n_true)
     return {
         "iou_threshold": iou_threshold,
         "predictions": n_pred,

@@ -41,7 +41,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import geopandas as gpd
@@ -467,10 +467,10 @@ def predict_semantic(
     :mod:`geoseg.inference.engine`, in this process or on the cluster of ``scheduler``.
     """
 
-    outcome = run_scene(
-        scene, model, opts, Outputs(overwrite=overwrite), progress=progress, scheduler=scheduler,
-        blend=blend, mask_path=mask_path, axis=axis, slices=slices, hu_window=hu_window,
-    )  # fmt: skip
+    opts = replace(opts, blend=blend, slice_axis=axis, hu_window=hu_window,
+                   slices=None if slices is None else tuple(slices))  # fmt: skip
+    outcome = run_scene(scene, model, opts, Outputs(overwrite=overwrite), progress=progress,
+                        scheduler=scheduler, mask_path=mask_path)  # fmt: skip
     return SceneResult(outcome.features, outcome.stats)
 
 
@@ -521,14 +521,14 @@ def predict_blended(
     """
 
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
-    model = model if isinstance(model, ModelSpec) else ModelSpec(model)
+    model = model if isinstance(model, ModelSpec) else ModelSpec.resolve(str(model))
     ref.open().close()  # a bad scene fails before a model is loaded
     if get_segmenter(model, "cpu").task != "semantic":
         raise ModelError(f"model '{model.name}': blended stitching needs a semantic model, not instance")
     sinks = {k: v for k, v in (("mask", mask), ("erase", erase), ("probabilities", probabilities)) if v}
     if sinks and scheduler is not None:
         raise ModelError("mask and probability callbacks need an in-process run (no scheduler)")
-    outcome = run_scene(ref, model, opts, progress=progress, scheduler=scheduler, blend=blend,
+    outcome = run_scene(ref, model, replace(opts, blend=blend), progress=progress, scheduler=scheduler,
                         sinks=sinks, outlines=outlines)  # fmt: skip
     return SceneResult(outcome.features, outcome.stats)
 
@@ -538,7 +538,7 @@ def blended_probabilities(
 ) -> np.ndarray:
     """The whole blended ``(C, H, W)`` probability image of a (small) scene, for checks and tests."""
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
-    model = model if isinstance(model, ModelSpec) else ModelSpec(model)
+    model = model if isinstance(model, ModelSpec) else ModelSpec.resolve(str(model))
     channels = len(get_segmenter(model, "cpu").classes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoCRSWarning)

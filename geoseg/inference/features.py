@@ -8,7 +8,6 @@ the model asks for them (its ``measures``, see :mod:`geoseg.models.segmenter`): 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 
 import geopandas as gpd
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from geoseg.clock import utc_now
 from geoseg.inference.attributes import ship_attributes
 from geoseg.inference.merge import MergedObject
 from geoseg.io.georef import geodesic_areas, pixel_to_crs, to_lonlat
@@ -37,7 +37,7 @@ def to_features(
     geoms = pixel_to_crs(pixel_geoms, meta["transform"]) if n else pixel_geoms
     crs = meta["crs"]
     area_m2 = geodesic_areas(to_lonlat(geoms, crs)) if crs is not None and n else np.full(n, np.nan)
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = utc_now()
     df = pd.DataFrame(
         {
             "id": np.arange(1, n + 1, dtype=np.int64),

@@ -6,19 +6,30 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from geoseg.errors import ModelError, SceneError
 from geoseg.inference.blend import BLENDS
-from geoseg.inference.options import PredictOptions
+from geoseg.inference.options import PredictOptions, conflicts
 from geoseg.inference.tiling import Tile, TileGrid
 from geoseg.io.masks import MaskWriter
 from geoseg.io.refs import SceneRef, SliceRef
 from geoseg.io.scene import NoCRSWarning, Scene
 from geoseg.io.slices import VOLUME_EXTENSIONS, SliceScene, extension, file_stem, is_slice_file, read_volume
-from geoseg.models.segmenter import ModelSpec, Segmenter, get_segmenter
+from geoseg.models.segmenter import ModelSpec, Segmenter, default_batch_size, get_segmenter, model_metadata
+
+
+class OptionConflict(ModelError):
+    """An option the model's family does not take (``--gsd`` for a U-Net, ``--mask`` for a Mask
+    R-CNN); ``flag`` names it as the command line spells it."""
+
+    def __init__(self, message: str, flag: str | None = None) -> None:
+        super().__init__(message, flag)
+        self.flag = flag
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -75,28 +86,31 @@ def prepare(
     outputs: Outputs = Outputs(),
     *,
     cache=None,
-    blend: str = "gaussian",
     mask_path: str | os.PathLike | None = None,
-    axis: int | None = None,
-    slices: Sequence[int] | None = None,
-    hu_window: tuple[float, float] | None = None,
     sinks: dict | None = None,
     outlines: bool = True,
     local: bool = True,
 ) -> SceneWork:
-    """Open ``scene``'s header and plan its work with ``model`` (see the module docstring). A bad
-    scene, model or setting raises here, before any task runs. The semantic keywords (``blend``,
-    ``mask_path``, ``axis``, ``slices``, ``hu_window``, ``sinks``, ``outlines``) apply to semantic
-    models; a mask asked of an instance model is an error. ``local``: the model also runs in this
-    process (not only on a cluster's workers)."""
+    """Open ``scene``'s header and plan its work with ``model`` and ``opts`` (see the module
+    docstring). A bad scene, model or setting raises here, before any task runs; an option of the
+    other model family raises :class:`OptionConflict`. ``mask_path`` (the class mask), ``sinks``
+    and ``outlines`` apply to semantic models; a mask asked of an instance model is an error.
+    ``local``: the model also runs in this process (not only on a cluster's workers)."""
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
-    model = model if isinstance(model, ModelSpec) else ModelSpec(model)
-    opened = _open_header(ref, axis, hu_window)  # a bad scene fails before a model is loaded
+    model = model if isinstance(model, ModelSpec) else ModelSpec.resolve(str(model))
+    if opts.batch_size is None:
+        opts = replace(opts, batch_size=default_batch_size(opts.device))
+    opened = _open_header(ref, opts.slice_axis, opts.hu_window)  # a bad scene fails before a model loads
     try:
         # the client reads the model's settings; on a cluster the workers run it (on their devices)
         seg = get_segmenter(model, opts.device if local else "cpu")
         if seg.task == "instance" and mask_path is not None:
-            raise ModelError(f"model '{model.name}': masks are written for semantic models only")
+            raise OptionConflict(
+                f"model '{model.name}': masks are written for semantic models only", "--mask"
+            )
+        conflict = conflicts(opts, seg.task)
+        if conflict is not None:
+            raise OptionConflict(f"model '{model.name}': {conflict[1]}", conflict[0].flag.split("/")[0])
     except BaseException:
         if opened is not None:
             opened.close()
@@ -104,8 +118,8 @@ def prepare(
     if seg.task == "semantic":
         if opened is not None:
             opened.close()  # semantic planning opens each image as it chooses it
-        return _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, slices, hu_window,
-                                 sinks, outlines)  # fmt: skip
+        return _prepare_semantic(ref, model, seg, opts, outputs, opts.blend, mask_path, opts.slice_axis,
+                                 opts.slices, opts.hu_window, sinks, outlines)  # fmt: skip
     return _prepare_instance(ref, model, seg, opts, outputs, cache, opened)
 
 
@@ -159,7 +173,7 @@ def _closing_then_open(first, ref: SceneRef):
 
 def trained_bands(ref: SceneRef, seg, count: int) -> SceneRef:
     """A checkpoint knows its bands: read them unless told otherwise."""
-    trained = (getattr(seg, "metadata", None) or {}).get("bands")
+    trained = model_metadata(seg).get("bands")
     if ref.bands is None and trained and len(trained) == seg.in_channels:
         if count != seg.in_channels and max(trained) <= count:
             return replace(ref, bands=tuple(trained))
@@ -171,10 +185,6 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
 
     if blend not in BLENDS:
         raise ModelError(f"blend must be one of {', '.join(BLENDS)}, got {blend!r}")
-    if opts.gsd:
-        raise ModelError("resampling (--gsd) is for instance models: semantic masks keep the scene's grid")
-    if opts.rotated_view:
-        raise ModelError(f"model '{model.name}': the rotated view is for Mask R-CNN models")
     volume, nifti, indexes = False, None, [None]
     if is_slice_file(ref.path) and not isinstance(ref, SliceRef):
         with SliceScene(ref.path, bands=ref.bands, index=0, axis=axis, hu_window=hu_window) as first:
@@ -239,7 +249,7 @@ def resolve_gsd(ref: SceneRef, seg: Segmenter, opts: PredictOptions, native: flo
                 "resampling (--gsd) is for instance models: semantic masks keep the scene's grid"
             )
         return replace(ref, gsd=float(opts.gsd))
-    ceiling = (getattr(seg, "metadata", None) or {}).get("max_gsd")
+    ceiling = model_metadata(seg).get("max_gsd")
     if not ceiling or seg.task != "instance":
         return ref
     if native is None or native <= float(ceiling) * 1.01:  # within 1 %: the same grid

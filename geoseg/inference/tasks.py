@@ -8,7 +8,6 @@ and results small enough to travel between dask workers.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -36,7 +35,8 @@ from geoseg.io.gdal import gdal_env
 from geoseg.io.refs import SceneRef
 from geoseg.io.scene import NoCRSWarning
 from geoseg.io.vectors import write_features
-from geoseg.models.segmenter import ModelSpec, Segmenter, get_segmenter, to_numpy
+from geoseg.models.segmenter import ModelSpec, Segmenter, get_segmenter, model_metadata, to_numpy
+from geoseg.runtime import task_threads
 
 if TYPE_CHECKING:
     from geoseg.inference.plan import SceneWork
@@ -56,7 +56,7 @@ _thread_state = threading.local()
 def apply_worker_threads() -> None:
     """In a dask.distributed worker, give torch in this (executor) thread the thread count the
     worker plug-in chose; elsewhere a no-op."""
-    wanted = os.environ.get("GEOSEG_TORCH_THREADS")
+    wanted = task_threads()
     torch = sys.modules.get("torch")
     # torch.get_num_threads() reports the process-wide setting even where OpenMP still has this
     # thread's own default (1 in dask workers, which set OMP_NUM_THREADS=1): set it once per thread
@@ -464,7 +464,7 @@ def resolve_min_area(opts: PredictOptions, seg: Segmenter) -> float:
     """``opts.min_area``, or when that is None the checkpoint's ``min_area`` (else 0)."""
     if opts.min_area is not None:
         return float(opts.min_area)
-    return float((getattr(seg, "metadata", None) or {}).get("min_area", 0.0))
+    return float(model_metadata(seg).get("min_area", 0.0))
 
 
 def apply_object_limits(features: gpd.GeoDataFrame, seg: Segmenter, opts: PredictOptions):
@@ -472,7 +472,7 @@ def apply_object_limits(features: gpd.GeoDataFrame, seg: Segmenter, opts: Predic
     ``{"length_m": [80, 420], "beam_m": [12, 72]}``: the sizes it was trained on, with a margin).
     Objects without a measure (no CRS) are kept. Returns the features, renumbered, and the count
     dropped."""
-    limits = (getattr(seg, "metadata", None) or {}).get("object_limits") if opts.object_limits else None
+    limits = model_metadata(seg).get("object_limits") if opts.object_limits else None
     if not limits or not len(features):
         return features, 0
     keep = np.ones(len(features), bool)

@@ -16,7 +16,6 @@ Semantic: per-class polygons of the part of the tile it owns (its core), dissolv
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -25,7 +24,6 @@ import numpy as np
 import shapely
 from affine import Affine
 from rasterio import features
-from rasterio.errors import NotGeoreferencedWarning
 from scipy import ndimage
 from shapely.geometry import shape
 
@@ -88,11 +86,11 @@ def mask_to_geometry(
         regions, n = ndimage.label(crop, structure=_FOUR_CONNECTED)
         if n > 1:
             crop = (regions == np.argmax(np.bincount(regions.ravel())[1:]) + 1).astype(np.uint8)
-    transform = Affine.translation(col_off + c0, row_off + r0)
-    with warnings.catch_warnings():  # a crop at the scene origin has an identity transform
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        found = features.shapes(crop, mask=crop.astype(bool), transform=transform, connectivity=4)
-        parts = [shape(g) for g, _ in found]
+    # polygonised one pixel off its place and moved back: a crop at the scene origin would have an
+    # identity transform, which rasterio warns of (and silencing warnings is not thread-safe)
+    transform = Affine.translation(col_off + c0 + 1, row_off + r0 + 1)
+    found = features.shapes(crop, mask=crop.astype(bool), transform=transform, connectivity=4)
+    parts = [shapely.transform(shape(g), lambda xy: xy - 1) for g, _ in found]
     parts = [p for p in parts if p.area >= max(min_area, 1e-9)]
     if not parts:
         return None
@@ -360,7 +358,7 @@ def label_pieces(
     4-connected region carries the sum of its ``score`` and its pixel count. Pixels outside
     ``valid`` (when given) belong to no class."""
     out = []
-    transform = Affine.translation(col_off, row_off)
+    transform = Affine.translation(col_off + 1, row_off + 1)  # one pixel off, as in mask_to_geometry
     for label, name in enumerate(classes):
         if name == "background":
             continue
@@ -373,14 +371,11 @@ def label_pieces(
         index = np.arange(1, n + 1)
         prob_sums = ndimage.sum_labels(score, regions, index)
         counts = ndimage.sum_labels(sel, regions, index)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            found = list(
-                features.shapes(regions.astype(np.int32), mask=sel, transform=transform, connectivity=4)
-            )
+        found = list(features.shapes(regions.astype(np.int32), mask=sel, transform=transform, connectivity=4))
         if not found:
             continue
         values, xy, ring_offsets, poly_offsets = _ragged(found)
+        xy = xy - 1
         polys = shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (ring_offsets, poly_offsets))
         i = values.astype(np.int64) - 1
         out.extend(

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from geoseg.errors import OutputError
 from geoseg.faults import fault_point
 
 
@@ -78,3 +80,22 @@ def _fsync_file(path: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_json(path: str | os.PathLike, data: dict, *, overwrite: bool) -> None:
+    """Write ``data`` as indented JSON atomically; an existing file only with ``overwrite``."""
+    check_writable(path, overwrite=overwrite)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def check_writable(path: str | os.PathLike, *, overwrite: bool) -> None:
+    """Fail early, before any work, if ``path`` exists (without overwrite) or has no folder."""
+    if str(path) == "-":
+        return
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise OutputError(f"output '{p}': already exists (use --overwrite to replace it)")
+    if p.is_dir():
+        raise OutputError(f"output '{p}': is a directory")
+    if not p.parent.exists():
+        raise OutputError(f"output '{p}': folder '{p.parent}' does not exist")

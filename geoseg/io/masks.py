@@ -25,8 +25,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from geoseg.errors import OutputError
+from geoseg.io.atomic import check_writable
 from geoseg.io.slices import extension
-from geoseg.io.vectors import check_writable
 
 MASK_EXTENSIONS = (".tif", ".tiff", ".png", ".nii", ".nii.gz", ".npy")
 VOLUME_MASK_EXTENSIONS = (".nii", ".nii.gz", ".npy")

@@ -22,7 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from geoseg.errors import SceneError
+from geoseg.errors import SceneError, one_line
 from geoseg.io.gdal import ALLOWED_DRIVERS, MAX_PIXELS, gdal_env
 from geoseg.io.georef import ground_sample_distance
 
@@ -66,7 +66,7 @@ class Scene:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 ds = rasterio.open(self.path)
         except RasterioError as exc:
-            raise SceneError(f"scene '{self.path}': not a readable raster ({_one_line(exc)})") from exc
+            raise SceneError(f"scene '{self.path}': not a readable raster ({one_line(exc)})") from exc
         self._ds = ds
         try:
             self._validate(ds)
@@ -175,7 +175,7 @@ class Scene:
         except RasterioError as exc:
             raise SceneError(
                 f"scene '{self.path}': cannot read window at row {int(window.row_off)}, "
-                f"col {int(window.col_off)} ({_one_line(exc)})"
+                f"col {int(window.col_off)} ({one_line(exc)})"
             ) from exc
         return np.ma.filled(data.astype(np.float32, copy=False), np.nan)
 
@@ -198,12 +198,3 @@ class Scene:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _one_line(exc: BaseException) -> str:
-    """GDAL's own message in one line (rasterio keeps it in the cause of a generic error)."""
-    cause = exc.__cause__ or exc.__context__
-    text = str(exc)
-    if cause is not None and "previous exception" in text:
-        text = str(cause)
-    return " ".join(text.split())

@@ -23,7 +23,7 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.errors import SceneError
+from geoseg.errors import SceneError, one_line
 
 #: extensions opened by :class:`SliceScene` (PNG/JPEG/TIFF go through GDAL)
 SLICE_EXTENSIONS = (".npy", ".dcm", ".nii", ".nii.gz")
@@ -64,9 +64,9 @@ def read_npy(path: str | os.PathLike, *, mmap: bool = True) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:
-        raise SceneError(f"'{path}': not a plain NumPy array ({_first_line(exc)})") from exc
+        raise SceneError(f"'{path}': not a plain NumPy array ({one_line(exc)})") from exc
     except OSError as exc:
-        raise SceneError(f"'{path}': not a readable .npy file ({_first_line(exc)})") from exc
+        raise SceneError(f"'{path}': not a readable .npy file ({one_line(exc)})") from exc
 
 
 def read_dicom(path: str | os.PathLike, *, hu_window: tuple[float, float] | None = None) -> np.ndarray:
@@ -83,7 +83,7 @@ def read_dicom(path: str | os.PathLike, *, hu_window: tuple[float, float] | None
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
     except (InvalidDicomError, AttributeError, ValueError, KeyError, OSError, RuntimeError) as exc:
-        raise SceneError(f"DICOM '{path}': not readable ({_first_line(exc)})") from exc
+        raise SceneError(f"DICOM '{path}': not readable ({one_line(exc)})") from exc
     if int(ds.get("SamplesPerPixel", 1)) > 1:  # colour: (..., H, W, 3) -> channels first, no rescale
         return np.moveaxis(np.asarray(pixels, np.float32), -1, -3)
     hu = np.asarray(apply_rescale(pixels, ds), dtype=np.float32)
@@ -108,7 +108,7 @@ def read_raster_file(path: str | os.PathLike) -> np.ndarray:
                     raise SceneError(f"'{path}': raster driver {ds.driver} is not allowed")
                 return ds.read().astype(np.float32, copy=False)
     except RasterioError as exc:
-        raise SceneError(f"'{path}': not a readable image ({_first_line(exc)})") from exc
+        raise SceneError(f"'{path}': not a readable image ({one_line(exc)})") from exc
 
 
 def read_image(path: str | os.PathLike, *, hu_window: tuple[float, float] | None = None) -> np.ndarray:
@@ -161,7 +161,7 @@ def read_volume(path: str | os.PathLike):
     try:
         img = nib.load(str(path))
     except (ImageFileError, OSError, ValueError, EOFError) as exc:
-        raise SceneError(f"volume '{path}': not a readable NIfTI file ({_first_line(exc)})") from exc
+        raise SceneError(f"volume '{path}': not a readable NIfTI file ({one_line(exc)})") from exc
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         img = img.slicer[..., 0]
@@ -319,12 +319,6 @@ class _VolumeSlices:
         return volume_slice(self.img, index, self.axis).astype(np.float32)[None]
 
 
-def slice_count(path: str | os.PathLike, *, axis: int | None = None) -> int:
-    """How many slices a slice file holds (1 for a single image)."""
-    with SliceScene(str(path), index=0, axis=axis) as sc:
-        return sc.slices
-
-
 # -- image / mask pairs ---------------------------------------------------------------------------
 def load_pairs(
     images_dir: str | os.PathLike,
@@ -404,25 +398,3 @@ def _check_same_size(image_shape, mask_shape, image_path, mask_path) -> None:
             f"mask '{mask_path}': shape {' x '.join(map(str, mask_shape))} differs from its image "
             f"'{image_path}' ({' x '.join(map(str, image_shape))})"
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def parse_slices(text: str | None) -> list[int] | None:
-    """``"0,3,5-7"`` -> ``[0, 3, 5, 6, 7]``; None stays None (every slice).
-
-    >>> parse_slices("0,3,5-7")
-    [0, 3, 5, 6, 7]
-    """
-    if text is None:
-        return None
-    out: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
-            raise ValueError(f"'{text}' is not a list of slice numbers like 0,3,5-7")
-        out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-    return out

@@ -20,7 +20,7 @@ import geopandas as gpd
 import shapely
 
 from geoseg.errors import OutputError
-from geoseg.io.atomic import atomic_path, write_text_atomic
+from geoseg.io.atomic import atomic_path, check_writable, write_text_atomic
 
 #: format name -> (default extension, OGR driver or None for GeoParquet)
 FORMATS = {
@@ -53,19 +53,6 @@ def format_for(path: str | os.PathLike, fmt: str | None = None) -> str:
             f"output '{path}': cannot tell the format from '{ext or 'no extension'}' (use --format)"
         )
     return _EXTENSIONS[ext]
-
-
-def check_writable(path: str | os.PathLike, *, overwrite: bool) -> None:
-    """Fail early, before any work, if ``path`` exists (without overwrite) or has no folder."""
-    if str(path) == "-":
-        return
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise OutputError(f"output '{p}': already exists (use --overwrite to replace it)")
-    if p.is_dir():
-        raise OutputError(f"output '{p}': is a directory")
-    if not p.parent.exists():
-        raise OutputError(f"output '{p}': folder '{p.parent}' does not exist")
 
 
 def write_vectors(

@@ -18,6 +18,7 @@ def checkpoint_kwargs(meta: dict) -> dict:
         "std": norm.get("std"),
         "tile_size": meta.get("tile_size"),
         "overlap": meta.get("overlap"),
+        "metadata": meta,
     }
 
 
@@ -38,6 +39,7 @@ class TorchSegmenter:
         tile_size: int | None = None,
         overlap: int | None = None,
         device: str | None = None,
+        metadata: dict | None = None,
     ) -> None:
         self.module = module.eval()
         self.task, self.classes, self.in_channels = task, list(classes), int(in_channels)
@@ -45,6 +47,7 @@ class TorchSegmenter:
         self.std = torch.tensor(std if std is not None else [1.0] * in_channels).view(-1, 1, 1)
         self.stride, self.tile_size, self.overlap = stride, tile_size, overlap
         self.name = type(module).__name__
+        self.metadata = dict(metadata or {})  # the checkpoint's (geoseg.models.checkpoint)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.module.to(self.device)
 

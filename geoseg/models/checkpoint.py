@@ -1,38 +1,8 @@
 """Self-describing checkpoints: safetensors weights plus JSON metadata. Loading never unpickles.
 
-The metadata lives in the safetensors header under the key ``"geoseg"`` as one JSON document:
-
-============== =========================================================================
-key            meaning
-============== =========================================================================
-format         ``"geoseg-checkpoint/1"``
-architecture   a name registered with :func:`register_architecture` (e.g. ``"unet"``)
-config         keyword arguments of that architecture's builder
-task           ``"instance"`` or ``"semantic"``
-classes        class names
-bands          1-based band indexes of the training scenes, in order
-in_channels    number of input bands
-normalization  ``{"mean": [...], "std": [...]}`` per band, applied to raw values; optionally
-               ``"window": {"center": C, "width": W}`` (U-Net, CT): raw values (e.g. HU) are
-               first clipped to ``[C - W/2, C + W/2]`` and scaled to ``[0, 1]``, then mean/std apply
-tile_size      tile size the model was trained for (default for ``geoseg predict``)
-overlap        default overlap
-training       ``{"command": ..., "data_fingerprint": ..., "seed": ...}``
-metrics        validation metrics of the kept weights
-geoseg_version version that wrote the file
-measures       optional: names of the measure sets the model's objects get (``["ship"]``:
-               ``length_m``, ``beam_m``, ``heading_deg``, see :mod:`geoseg.inference.attributes`); default
-               none, except that a Mask R-CNN checkpoint without the key (made before it
-               existed) keeps ship measures
-max_gsd        optional (instance models): metres per pixel; ``geoseg predict`` resamples scenes
-               coarser than this to it by default (``geoseg train maskrcnn --max-gsd``)
-min_area       optional: pixels; regions and objects smaller than this leave the outputs by
-               default (``geoseg train unet --min-area``; ``geoseg predict --min-area`` overrides)
-object_limits  optional: ``{"length_m": [lo, hi], "beam_m": [lo, hi]}``, the sizes of the training
-               objects widened by 20 %; ``geoseg predict`` drops whole objects measured outside
-               them unless ``--any-size``
-rotated_view   optional (Mask R-CNN): ``true`` turns on the 45-degree second view by default
-============== =========================================================================
+The metadata lives in the safetensors header under the key ``"geoseg"`` as one JSON document;
+every key is documented in ``docs/models.md`` (``tests/test_docs.py`` checks that none is missing).
+:data:`REQUIRED` lists the keys every checkpoint has.
 """
 
 from __future__ import annotations
@@ -121,7 +91,6 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | None = None):
     except (RuntimeError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint '{path}': weights do not fit {arch} ({exc})") from exc
     seg.name = os.path.basename(path)
-    seg.metadata = meta
     if device:
         seg.to(device)
     return seg

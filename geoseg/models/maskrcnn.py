@@ -159,9 +159,6 @@ class MaskRCNNSegmenter(TorchSegmenter):
             return [_to_numpy(o) for o in rotated_views(self._run, x)]
         return [_to_numpy(o) for o in self._run(x)]
 
-    def forward(self, x: torch.Tensor) -> list[dict]:
-        return [_to_numpy(o) for o in self._run(x)]
-
     def _run(self, x: torch.Tensor) -> list[dict]:
         no_resize(self.module, x.shape[-2], x.shape[-1])
         return self.module(list(x))

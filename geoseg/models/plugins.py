@@ -17,8 +17,6 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
-_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
-
 
 class ThresholdInstances:
     """Instance segmenter: every 4-connected region where ``band > threshold`` is one object."""
@@ -44,7 +42,7 @@ class ThresholdInstances:
         out = []
         for tile in tiles:
             fg = np.nan_to_num(tile[self.band - 1], nan=-np.inf) > self.threshold
-            labels, n = ndimage.label(fg, structure=_FOUR_CONNECTED)
+            labels, n = ndimage.label(fg)
             masks = labels[None, :, :] == np.arange(1, n + 1)[:, None, None]
             boxes = np.array(
                 [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in ndimage.find_objects(labels)],

@@ -14,15 +14,22 @@ A segmenter is any object with:
 
 Optional attributes geoseg reads when present: ``name``, ``tile_size``, ``overlap`` (defaults for
 ``geoseg predict``), ``stride`` (tile positions are aligned to it), ``to(device)`` (a torch model
-moves to ``--device``) and ``measures``: a tuple of names of measure sets its objects get on top of
-every feature's properties (default ``()``: none). ``("ship",)`` adds ``length_m``, ``beam_m`` and
-``heading_deg`` (see :mod:`geoseg.inference.attributes`); geoseg's Mask R-CNN takes it from its checkpoint's
-``measures`` key (a checkpoint without the key keeps ship measures). A model without the attribute,
-such as the threshold plug-ins, gets no such columns.
+moves to ``--device``), ``metadata`` (a dict: the checkpoint's metadata, see
+:mod:`geoseg.models.checkpoint`, whose ``bands``, ``max_gsd``, ``min_area`` and ``object_limits``
+set defaults of a prediction; read through :func:`model_metadata`) and ``measures``: a tuple of
+names of measure sets its objects get on top of every feature's properties (default ``()``: none).
+``("ship",)`` adds ``length_m``, ``beam_m`` and ``heading_deg`` (see
+:mod:`geoseg.inference.attributes`); geoseg's Mask R-CNN takes it from its checkpoint's ``measures``
+key (a checkpoint without the key keeps ship measures). A model without the attribute, such as the
+threshold plug-ins, gets no such columns.
 
-``--model`` takes either a checkpoint file (see :mod:`geoseg.models.checkpoint`) or
-``package.module:factory``, a callable that returns a segmenter, called with the
-``--model-arg KEY=VALUE`` options as keywords.
+``--model`` takes a checkpoint file (see :mod:`geoseg.models.checkpoint`), the name of a model
+shipped with geoseg (``tankers-light``, ``lungs-unet``) or ``package.module:factory``, a callable
+that returns a segmenter, called with the ``--model-arg KEY=VALUE`` options as keywords. From
+Python, :func:`geoseg.predict` also takes a segmenter object (:meth:`ModelSpec.of`).
+
+Loaded models are kept in :data:`MODELS`, a bounded cache (least recently used first out; size
+``GEOSEG_MODEL_CACHE``, default 4) shared by a process's runs, so a worker loads each model once.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import os
 import re
 import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -44,7 +52,8 @@ import numpy as np
 from geoseg.errors import ModelError
 
 TASKS = ("instance", "semantic")
-_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+#: how a ``package.module:factory`` model is spelled
+FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 @runtime_checkable
@@ -58,6 +67,11 @@ class Segmenter(Protocol):
     def predict(self, tiles: np.ndarray) -> list: ...
 
 
+def model_metadata(seg: Any) -> dict:
+    """A segmenter's ``metadata`` (its checkpoint's), or ``{}`` for a model without any."""
+    return dict(getattr(seg, "metadata", None) or {})
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What ``--model`` and ``--model-arg`` said: picklable, so Dask tasks receive it instead of a
@@ -65,16 +79,34 @@ class ModelSpec:
 
     spec: str
     options: tuple[tuple[str, Any], ...] = field(default=())
+    #: a segmenter object handed in from Python (:meth:`of`); travels pickled to a cluster's workers
+    instance: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, segmenter: Any) -> ModelSpec:
+        """A spec for a segmenter object already in memory: runs use it as it is (no loading,
+        no cache)."""
+        name = getattr(segmenter, "name", None) or type(segmenter).__name__
+        check_segmenter(segmenter, str(name))
+        return cls(f"<object {name} at {id(segmenter):#x}>", (), segmenter)
+
+    @classmethod
+    def resolve(cls, model: str, options: tuple[tuple[str, Any], ...] = ()) -> ModelSpec:
+        """What a user typed: a checkpoint path, a shipped model's name (``tankers-light``) or
+        ``module:factory``."""
+        if not FACTORY.match(model):
+            model = builtin_model(model) or model
+        return cls(model, tuple(options))
 
     @property
     def is_factory(self) -> bool:
-        return bool(_FACTORY.match(self.spec)) and not os.path.exists(self.spec)
+        return self.instance is None and bool(FACTORY.match(self.spec)) and not os.path.exists(self.spec)
 
     @property
     def key(self) -> str:
         """A hash that changes whenever the model would: file contents, or factory and options."""
         h = hashlib.sha256()
-        if self.is_factory:
+        if self.is_factory or self.instance is not None:
             h.update(self.spec.encode())
         else:
             h.update(_file_digest(self.spec).encode())
@@ -83,6 +115,8 @@ class ModelSpec:
 
     @property
     def name(self) -> str:
+        if self.instance is not None:
+            return str(getattr(self.instance, "name", None) or type(self.instance).__name__)
         if self.is_factory:
             return self.spec
         return os.path.basename(self.spec)
@@ -105,8 +139,60 @@ def builtin_model(name: str) -> str | None:
     return str(p) if p.exists() else None
 
 
-_cache: dict[tuple[str, str], Segmenter] = {}
-_cache_lock = threading.Lock()
+class ModelCache:
+    """Loaded models by (model key, device), least recently used first out.
+
+    A model asked for ``auto`` and one asked for the device ``auto`` resolves to are one entry
+    (on a machine without a GPU, ``auto`` and ``cpu`` share a model). ``maxsize`` models at most
+    are kept; :meth:`clear` empties it (tests, or to free memory between runs).
+    """
+
+    def __init__(self, maxsize: int = 4) -> None:
+        self.maxsize = max(1, int(maxsize))
+        self._items: OrderedDict[tuple[str, str], Segmenter] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len({id(v) for v in self._items.values()})
+
+    def get(self, model: ModelSpec, device: str | None = None) -> Segmenter:
+        """The segmenter of ``model`` on ``device`` (see :func:`resolve_device`), loaded on first
+        use."""
+        wanted = check_device(device or "auto")
+        with self._lock:
+            seg = self._lookup(model.key, wanted)
+            if seg is None:
+                seg = load_segmenter(model, wanted)
+                # kept under the device asked for and the one it runs on
+                runs_on = resolve_device(wanted) if callable(getattr(seg, "to", None)) else "cpu"
+                self._items[(model.key, wanted)] = self._items[(model.key, runs_on)] = seg
+                self._evict()
+            for k in [k for k, v in self._items.items() if v is seg]:
+                self._items.move_to_end(k)
+            return seg
+
+    def _lookup(self, key: str, wanted: str) -> Segmenter | None:
+        seg = self._items.get((key, wanted))
+        if seg is not None or wanted != "auto":
+            return seg
+        if "torch" in sys.modules:  # resolving "auto" costs nothing once torch is loaded
+            return self._items.get((key, resolve_device("auto")))
+        seg = self._items.get((key, "cpu"))  # a model without torch runs on the CPU, whatever "auto" says
+        return seg if seg is not None and not callable(getattr(seg, "to", None)) else None
+
+    def _evict(self) -> None:
+        while len(self) > self.maxsize:
+            oldest = next(iter(self._items.values()))
+            for k in [k for k, v in self._items.items() if v is oldest]:
+                del self._items[k]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+#: the process's models (see :class:`ModelCache`)
+MODELS = ModelCache(int(os.environ.get("GEOSEG_MODEL_CACHE", "4")))
 _digests: dict[tuple[str, float, int], str] = {}
 
 
@@ -165,28 +251,21 @@ def default_batch_size(device: str | None) -> int:
 
 
 def get_segmenter(model: ModelSpec, device: str | None = None) -> Segmenter:
-    """The segmenter for ``model`` on ``device`` (see :func:`resolve_device`), loaded once per
-    process and device and then reused."""
-    wanted = check_device(device or "auto")
-    with _cache_lock:
-        seg = _cached(model.key, wanted)
-        if seg is None:
-            seg = load_segmenter(model, wanted)
-            # kept under the device asked for and the one it runs on: "auto" and "cpu" are one
-            # model on a machine without a GPU
-            runs_on = resolve_device(wanted) if callable(getattr(seg, "to", None)) else "cpu"
-            _cache[(model.key, wanted)] = _cache[(model.key, runs_on)] = seg
-        return seg
+    """The segmenter for ``model`` on ``device`` (see :func:`resolve_device`): a segmenter object
+    handed in (:meth:`ModelSpec.of`) as it is, else loaded once per process and device
+    (:data:`MODELS`)."""
+    if model.instance is not None:
+        return _placed(model.instance, model.name, check_device(device or "auto"))
+    return MODELS.get(model, device)
 
 
-def _cached(key: str, wanted: str) -> Segmenter | None:
-    seg = _cache.get((key, wanted))
-    if seg is not None or wanted != "auto":
-        return seg
-    if "torch" in sys.modules:  # resolving "auto" costs nothing once torch is loaded
-        return _cache.get((key, resolve_device("auto")))
-    seg = _cache.get((key, "cpu"))  # a model without torch runs on the CPU, whatever "auto" says
-    return seg if seg is not None and not callable(getattr(seg, "to", None)) else None
+def load_model(model: str | os.PathLike | Any, device: str | None = None, **model_args: Any) -> Segmenter:
+    """A model as :func:`geoseg.predict` takes it: a checkpoint path, a shipped model's name
+    (``"tankers-light"``) or ``"module:factory"`` (called with ``model_args``), loaded on
+    ``device`` (default ``auto``: a GPU where there is one). Not cached: the caller owns it, and
+    hands it to :func:`geoseg.predict` as ``model``."""
+    spec = ModelSpec.resolve(os.fspath(model), tuple(sorted(model_args.items())))
+    return load_segmenter(spec, device)
 
 
 def load_segmenter(model: ModelSpec, device: str | None = None) -> Segmenter:
@@ -211,6 +290,18 @@ def load_segmenter(model: ModelSpec, device: str | None = None) -> Segmenter:
         seg.to(resolve_device(wanted))
     elif wanted.startswith("cuda"):
         raise ModelError(f"model '{model.spec}': cannot run on {wanted} (it has no to(device) method)")
+    return seg
+
+
+def _placed(seg: Any, name: str, device: str) -> Any:
+    """A segmenter object handed in, moved to ``device`` when one is named (``auto`` leaves it
+    where its owner put it)."""
+    if device == "auto":
+        return seg
+    if callable(getattr(seg, "to", None)):
+        seg.to(device)
+    elif device.startswith("cuda"):
+        raise ModelError(f"model '{name}': cannot run on {device} (it has no to(device) method)")
     return seg
 
 

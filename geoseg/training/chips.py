@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +13,7 @@ from rasterio.windows import Window
 from geoseg.errors import GeosegError
 from geoseg.evaluation.objects import read_vectors
 from geoseg.inference.attributes import ship_attributes
+from geoseg.io.fingerprints import files_fingerprint
 from geoseg.io.refs import open_scene
 from geoseg.io.scene import Scene
 
@@ -72,14 +71,8 @@ def size_limits(scenes: list[LabelledScene], margin: float = 0.2) -> dict | None
 
 
 def fingerprint(pairs: list[tuple[str, str]]) -> str:
-    """A short hash of training data: each file's name, size and first MiB."""
-    h = hashlib.sha256()
-    for path in (p for pair in pairs for p in pair):
-        h.update(os.path.basename(path).encode())
-        h.update(str(os.path.getsize(path)).encode())
-        with open(path, "rb") as fh:
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]
+    """A short hash of training data: each scene's and labels' file name, size and first MiB."""
+    return files_fingerprint(p for pair in pairs for p in pair)
 
 
 def chip_window(ls: LabelledScene, rng: np.random.Generator, size: int, focus: float = 0.7) -> Window:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from geoseg.evaluation.objects import match_greedy, precision_recall_f1
 from geoseg.models.checkpoint import save_checkpoint
 from geoseg.models.maskrcnn import (
     CONFIGS,
@@ -133,20 +134,11 @@ def chip_f1(seg: MaskRCNNSegmenter, chips: list[tuple[np.ndarray, np.ndarray]], 
             inter = q @ t.T
             union = q.sum(1)[:, None] + t.sum(1)[None, :] - inter
             m = inter / np.maximum(union, 1)
-            used_p, used_t = set(), set()
-            for k in np.argsort(-m, axis=None):
-                a, b = np.unravel_index(k, m.shape)
-                if m[a, b] < iou:
-                    break
-                if a in used_p or b in used_t:
-                    continue
-                used_p.add(a)
-                used_t.add(b)
-                ious.append(float(m[a, b]))
-            tp += len(used_p)
-    precision = tp / n_pred if n_pred else 0.0
-    recall = tp / n_true if n_true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            rows, cols = np.indices(m.shape)
+            matched, _, found = match_greedy(cols.ravel(), rows.ravel(), m.ravel(), iou)
+            ious += found
+            tp += len(matched)
+    precision, recall, f1 = precision_recall_f1(tp, n_pred, n_true)
     return {
         "f1": round(f1, 4),
         "precision": round(precision, 4),

@@ -6,22 +6,23 @@ weights and metrics."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from geoseg.errors import GeosegError
-from geoseg.evaluation.dice import class_scores, dice_ce_loss
+from geoseg.evaluation.dice import class_scores
+from geoseg.io.fingerprints import arrays_fingerprint
+from geoseg.io.slices import load_pairs as slices_load_pairs
 from geoseg.models.checkpoint import save_checkpoint
 from geoseg.models.unet import UNet, apply_window
+from geoseg.training.losses import dice_ce_loss
 
 Pair = tuple[str, np.ndarray, np.ndarray]  # id, image float32 (C, H, W), mask uint8 (H, W)
 
@@ -48,52 +49,8 @@ class UNetTrainOptions:
     extra: dict = field(default_factory=dict)  # recorded in the checkpoint's training section
 
 
-_IMAGE_SUFFIXES = (".npy", ".png", ".tif", ".tiff", ".jpg", ".jpeg")
-
-
-def _read_array(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
-def _load_pairs(images_dir: str, masks_dir: str) -> list[Pair]:
-    """Minimal pair loader (``.npy`` / PNG / TIFF / JPEG files matched by name), used when
-    :mod:`geoseg.io.slices` is not available: ``(id, image float32 (C, H, W), mask uint8 (H, W))``."""
-    images, masks = Path(images_dir), Path(masks_dir)
-    for d in (images, masks):
-        if not d.is_dir():
-            raise GeosegError(f"folder '{d}': does not exist or is not a folder")
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise GeosegError(f"folder '{images}': holds no images ({', '.join(_IMAGE_SUFFIXES)})")
-    pairs = []
-    for f in files:
-        found = [masks / (f.stem + s) for s in _IMAGE_SUFFIXES if (masks / (f.stem + s)).exists()]
-        if not found:
-            raise GeosegError(f"image '{f}': no mask named {f.stem}.* in '{masks}'")
-        try:
-            image, mask = _read_array(f), _read_array(found[0])
-        except (OSError, ValueError) as exc:
-            raise GeosegError(f"image '{f}': cannot be read ({exc})") from exc
-        image = image.astype(np.float32)
-        image = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
-        if mask.ndim != 2 or mask.shape != image.shape[1:]:
-            raise GeosegError(f"mask '{found[0]}': shape {mask.shape} does not match image {image.shape[1:]}")
-        pairs.append((f.stem, image, mask.astype(np.uint8)))
-    return pairs
-
-
 def load_pairs(images_dir: str, masks_dir: str) -> list[Pair]:
-    """Image/mask pairs through :func:`geoseg.io.slices.load_pairs` when it exists (every slice format
-    geoseg reads), else the minimal loader above."""
-    try:
-        from geoseg.io.slices import load_pairs as slices_load_pairs
-    except ImportError:
-        return _load_pairs(images_dir, masks_dir)
+    """Image/mask pairs (every slice format geoseg reads: :func:`geoseg.io.slices.load_pairs`)."""
     return list(slices_load_pairs(images_dir, masks_dir))
 
 
@@ -109,12 +66,7 @@ def labels_of(mask: np.ndarray, num_classes: int) -> np.ndarray:
 
 def data_fingerprint(pairs: list[Pair]) -> str:
     """A short hash of the training data itself (ids, pixels and masks)."""
-    h = hashlib.sha256()
-    for pid, image, mask in pairs:
-        h.update(pid.encode())
-        h.update(np.ascontiguousarray(image).tobytes())
-        h.update(np.ascontiguousarray(mask).tobytes())
-    return h.hexdigest()[:16]
+    return arrays_fingerprint(pairs)
 
 
 def _prepare(pairs: list[Pair], window, mean=None, std=None):

@@ -20,7 +20,8 @@ model_opt = click.option(
     "-m",
     "--model",
     required=True,
-    help="A checkpoint file (.safetensors) or package.module:factory returning a segmenter.",
+    help="A checkpoint file (.safetensors), a shipped model's name (tankers-light, lungs-unet) or "
+    "package.module:factory returning a segmenter.",
 )
 model_arg_opt = click.option(
     "--model-arg",

@@ -3,9 +3,6 @@ best checkpoint kept. Seeded: the same data, seed and machine give the same metr
 
 from __future__ import annotations
 
-import math
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,7 +10,6 @@ import numpy as np
 import torch
 
 from geoseg.evaluation.objects import match_greedy, precision_recall_f1
-from geoseg.models.checkpoint import save_checkpoint
 from geoseg.models.maskrcnn import (
     CONFIGS,
     SHIP_MEASURES,
@@ -31,6 +27,7 @@ from geoseg.training.chips import (
     load_labelled,
     size_limits,
 )
+from geoseg.training.loop import Fit, training_record
 
 
 @dataclass
@@ -204,24 +201,24 @@ def train_maskrcnn(
         "measures": list(SHIP_MEASURES),
         **({"max_gsd": float(opts.max_gsd)} if opts.max_gsd else {}),
         **({"rotated_view": True} if opts.rotated_view else {}),
-        "training": {
-            "command": command or " ".join(sys.argv),
-            "data_fingerprint": fingerprint(train + val),
-            "seed": opts.seed,
-            "iterations": opts.iterations,
-            "batch_size": opts.batch_size,
-            "chip_size": opts.chip_size,
-            "focus": opts.focus,
-            "hard_negatives": opts.hard_negatives,
-            "lr": opts.lr,
-            "device": device,
-        },
+        "training": training_record(
+            command,
+            data_fingerprint=fingerprint(train + val),
+            seed=opts.seed,
+            iterations=opts.iterations,
+            batch_size=opts.batch_size,
+            chip_size=opts.chip_size,
+            focus=opts.focus,
+            hard_negatives=opts.hard_negatives,
+            lr=opts.lr,
+            device=device,
+        ),  # fmt: skip
     }
-    best: dict = {"f1": -1.0}
+    fit = Fit(
+        model, optim, sched, output=output, meta=meta, score=lambda m: m["f1"], smoothing=0.05, clip=10.0
+    )
     hard = HardNegatives()
     mrng = np.random.default_rng(opts.seed + 3)
-    started = time.perf_counter()
-    loss_avg = math.nan
     for it in range(1, opts.iterations + 1):
         model.train()
         images, targets = _batch(scenes, rng, opts, mean_t, std_t, hard)
@@ -229,30 +226,19 @@ def train_maskrcnn(
         losses = model(
             [x.to(device) for x in images], [{k: v.to(device) for k, v in t.items()} for t in targets]
         )
-        loss = sum(losses.values())
-        optim.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        optim.step()
-        sched.step()
-        value = loss.item()
-        loss_avg = value if math.isnan(loss_avg) else 0.95 * loss_avg + 0.05 * value
+        fit.step(sum(losses.values()))
         if it % opts.val_every == 0 or it == opts.iterations:
             seg = MaskRCNNSegmenter(
                 model, classes=opts.classes, in_channels=bands, mean=mean, std=std, device=device
             )
-            metrics = {**chip_f1(seg, val_chips), "iteration": it, "loss": round(loss_avg, 4),
-                       "minutes": round((time.perf_counter() - started) / 60, 2)}  # fmt: skip
-            if metrics["f1"] >= best["f1"]:
-                best = metrics
-                save_checkpoint(output, model.state_dict(), {**meta, "metrics": metrics})
+            metrics = fit.validated({**chip_f1(seg, val_chips), "iteration": it})
             if opts.hard_negatives > 0 and it < opts.iterations:
                 hard.add(mine_hard_negatives(seg, scenes, mrng, opts))
                 metrics["hard_windows"] = len(hard.windows)
             if progress:
-                progress(it, opts.iterations, {"loss": loss_avg, **metrics, "best_f1": best["f1"]})
+                progress(it, opts.iterations, {"loss": fit.loss_avg, **metrics, "best_f1": fit.best["f1"]})
         elif progress:
-            progress(it, opts.iterations, {"loss": loss_avg})
+            progress(it, opts.iterations, {"loss": fit.loss_avg})
     for ls in scenes + val_scenes:
         ls.scene.close()
-    return best
+    return fit.best

@@ -7,8 +7,6 @@ weights and metrics."""
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,8 +18,8 @@ from geoseg.errors import GeosegError
 from geoseg.evaluation.dice import class_scores
 from geoseg.io.fingerprints import arrays_fingerprint
 from geoseg.io.slices import load_pairs as slices_load_pairs
-from geoseg.models.checkpoint import save_checkpoint
 from geoseg.models.unet import UNet, apply_window
+from geoseg.training.loop import Fit, training_record
 from geoseg.training.losses import dice_ce_loss
 
 Pair = tuple[str, np.ndarray, np.ndarray]  # id, image float32 (C, H, W), mask uint8 (H, W)
@@ -239,26 +237,25 @@ def train_unet(
         "tile_size": opts.tile,
         "overlap": opts.tile // 4,
         "min_area": float(opts.min_area),
-        "training": {
-            "command": command or " ".join(sys.argv),
-            "data_fingerprint": data_fingerprint(pairs + val_pairs),
-            "seed": opts.seed,
-            "epochs": opts.epochs,
-            "batch_size": opts.batch_size,
-            "tile": opts.tile,
-            "lr": opts.lr,
-            "augment": opts.augment,
-            "streaks": opts.streaks,
-            "train_slices": len(pairs),
-            "val_slices": len(val_pairs),
-            "loss": "dice+ce (batch dice, foreground classes)",
-            "device": device,
+        "training": training_record(
+            command,
+            data_fingerprint=data_fingerprint(pairs + val_pairs),
+            seed=opts.seed,
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            tile=opts.tile,
+            lr=opts.lr,
+            augment=opts.augment,
+            streaks=opts.streaks,
+            train_slices=len(pairs),
+            val_slices=len(val_pairs),
+            loss="dice+ce (batch dice, foreground classes)",
+            device=device,
             **opts.extra,
-        },
+        ),  # fmt: skip
     }
-    best: dict = {"mean_dice": -1.0, "worst_dice": -1.0}
-    started = time.perf_counter()
-    loss_avg = math.nan
+    fit = Fit(model, optim, sched, output=output, meta=meta, smoothing=0.1,
+              score=lambda m: (m["mean_dice"], m["worst_dice"]))  # fmt: skip
     step = 0
     for epoch in range(1, opts.epochs + 1):
         model.train()
@@ -270,24 +267,14 @@ def train_unet(
             crops = [_crop(train_x[i], train_y[i], opts.tile, rng, opts.augment, opts.streaks) for i in idx]
             x = torch.stack([c[0] for c in crops]).to(device).contiguous(memory_format=fmt)
             y = torch.stack([c[1] for c in crops]).to(device)
-            loss = dice_ce_loss(model(x), y, include_background=False, per_image=False)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            sched.step()
+            fit.step(dice_ce_loss(model(x), y, include_background=False, per_image=False))
             step += 1
-            value = loss.item()
-            loss_avg = value if math.isnan(loss_avg) else 0.9 * loss_avg + 0.1 * value
             if progress:
-                progress(epoch, opts.epochs, {"loss": loss_avg, "step": step})
+                progress(epoch, opts.epochs, {"loss": fit.loss_avg, "step": step})
         ids = [p[0] for p in val_pairs]
         metrics = validate(model, val_x, val_y, ids, n_out, device)
-        metrics.update(epoch=epoch, loss=round(loss_avg, 4),
-                       minutes=round((time.perf_counter() - started) / 60, 2))  # fmt: skip
         del metrics["val_slices"]
-        if (metrics["mean_dice"], metrics["worst_dice"]) >= (best["mean_dice"], best["worst_dice"]):
-            best = metrics
-            save_checkpoint(output, model.state_dict(), {**meta, "metrics": metrics})
+        metrics = fit.validated({**metrics, "epoch": epoch})
         if progress:
-            progress(epoch, opts.epochs, {**metrics, "best_dice": best["mean_dice"], "epoch_done": True})
-    return best
+            progress(epoch, opts.epochs, {**metrics, "best_dice": fit.best["mean_dice"], "epoch_done": True})
+    return fit.best

@@ -195,3 +195,19 @@ def test_loading_a_factory_leaves_sys_path_as_it_was(tmp_path, monkeypatch):
     before = list(sys.path)
     seg = geoseg.load_model("mymodels:make", threshold=5)
     assert seg.threshold == 5 and sys.path == before
+
+
+def test_a_scene_without_crs_is_warned_of_once(tmp_path):
+    import warnings
+
+    from affine import Affine
+
+    from geoseg.io.scene import NoCRSWarning
+
+    path = write_raster(tmp_path / "nocrs.tif", objects_array(300, 300, seed=1), crs=None,
+                        transform=Affine(2, 0, 100, 0, -2, 900))  # fmt: skip
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = geoseg.predict(path, Squares(level=100), tile_size=128, overlap=16, workers=2)
+    assert len(result.features) > 0 and result.features.crs is None
+    assert [type(w.message) for w in seen if issubclass(w.category, NoCRSWarning)] == [NoCRSWarning]

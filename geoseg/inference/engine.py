@@ -38,7 +38,6 @@ import queue
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -64,7 +63,6 @@ from geoseg.inference.tasks import (
 )
 from geoseg.inference.tilecache import TileCache
 from geoseg.io.refs import SceneRef
-from geoseg.io.scene import NoCRSWarning
 from geoseg.models.segmenter import ModelSpec, get_segmenter
 
 
@@ -540,10 +538,8 @@ def blended_probabilities(
     ref = scene if isinstance(scene, SceneRef) else SceneRef(str(scene))
     model = model if isinstance(model, ModelSpec) else ModelSpec.resolve(str(model))
     channels = len(get_segmenter(model, "cpu").classes)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoCRSWarning)
-        with ref.open() as sc:
-            out = np.full((channels, sc.height, sc.width), np.nan, np.float32)
+    with ref.open(warn=False) as sc:
+        out = np.full((channels, sc.height, sc.width), np.nan, np.float32)
 
     def keep(r0: int, c0: int, probs: np.ndarray) -> None:
         out[:, r0 : r0 + probs.shape[1], c0 : c0 + probs.shape[2]] = probs

@@ -5,7 +5,6 @@ A bad scene, model or setting fails here, before any task is submitted."""
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,7 +14,7 @@ from geoseg.inference.options import PredictOptions, conflicts
 from geoseg.inference.tiling import Tile, TileGrid
 from geoseg.io.masks import MaskWriter
 from geoseg.io.refs import SceneRef, SliceRef
-from geoseg.io.scene import NoCRSWarning, Scene
+from geoseg.io.scene import Scene
 from geoseg.io.slices import VOLUME_EXTENSIONS, SliceScene, extension, file_stem, is_slice_file, read_volume
 from geoseg.models.segmenter import ModelSpec, Segmenter, default_batch_size, get_segmenter, model_metadata
 
@@ -135,27 +134,25 @@ def _open_header(ref: SceneRef, axis, hu_window):
 
 def _prepare_instance(ref, model, seg, opts, outputs, cache, first=None) -> SceneWork:
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoCRSWarning)  # reported once, when the caller opened it
-        first, asked = first if first is not None else ref.open(), ref
-        try:
-            ref = trained_bands(ref, seg, first.count)
-            ref = resolve_gsd(ref, seg, opts, first.native_gsd)
-            if opts.rotated_view is not None and getattr(seg, "rotated_view", None) is None:
-                raise ModelError(f"model '{model.name}': has no rotated view (a Mask R-CNN checkpoint has)")
-            same = ref == asked  # other bands or another grid: open it again as chosen
-        except BaseException:
-            first.close()
-            raise
-        with first if same else _closing_then_open(first, ref) as sc:
-            check_bands(sc, seg, model)
-            grid = make_grid(sc, seg, opts)
-            if opts.edge_margin is None:
-                opts = replace(opts, edge_margin=max(4, grid.overlap // 4))
-            meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
-            gsd = {"native_gsd_m": sc.native_gsd, "gsd_m": sc.gsd if sc.gsd is not None else sc.native_gsd}
-            pixel_space = bool(getattr(sc, "pixel_space", False))
-            ref = sc.ref
+    first, asked = first if first is not None else ref.open(warn=False), ref
+    try:
+        ref = trained_bands(ref, seg, first.count)
+        ref = resolve_gsd(ref, seg, opts, first.native_gsd)
+        if opts.rotated_view is not None and getattr(seg, "rotated_view", None) is None:
+            raise ModelError(f"model '{model.name}': has no rotated view (a Mask R-CNN checkpoint has)")
+        same = ref == asked  # other bands or another grid: open it again as chosen
+    except BaseException:
+        first.close()
+        raise
+    with first if same else _closing_then_open(first, ref) as sc:
+        check_bands(sc, seg, model)
+        grid = make_grid(sc, seg, opts)
+        if opts.edge_margin is None:
+            opts = replace(opts, edge_margin=max(4, grid.overlap // 4))
+        meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
+        gsd = {"native_gsd_m": sc.native_gsd, "gsd_m": sc.gsd if sc.gsd is not None else sc.native_gsd}
+        pixel_space = bool(getattr(sc, "pixel_space", False))
+        ref = sc.ref
     header = {
         "scene": meta["path"], "width": grid.width, "height": grid.height, "tile_size": grid.size,
         "overlap": grid.overlap, **{k: round(v, 4) if v is not None else None for k, v in gsd.items()},
@@ -168,7 +165,7 @@ def _prepare_instance(ref, model, seg, opts, outputs, cache, first=None) -> Scen
 def _closing_then_open(first, ref: SceneRef):
     """``ref`` opened anew (other bands or grid than ``first``, which is closed)."""
     first.close()
-    return ref.open()
+    return ref.open(warn=False)
 
 
 def trained_bands(ref: SceneRef, seg, count: int) -> SceneRef:
@@ -200,18 +197,16 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
         images = [SliceRef(ref.path, ref.bands, index=k, axis=axis, hu_window=hu_window) for k in indexes]
     else:
         images = [ref]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoCRSWarning)
-        with images[0].open() as sc:
-            refined = trained_bands(images[0], seg, sc.count)
-        images = [replace(im, bands=refined.bands) for im in images]
-        with images[0].open() as sc:
-            check_bands(sc, seg, model)
-            grid = make_grid(sc, seg, opts)
-            meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
-            pixel_space = bool(getattr(sc, "pixel_space", False))
-            crs, transform, height, width = sc.crs, sc.transform, sc.height, sc.width
-            images[0] = sc.ref if not volume else images[0]
+    with images[0].open(warn=False) as sc:
+        refined = trained_bands(images[0], seg, sc.count)
+    images = [replace(im, bands=refined.bands) for im in images]
+    with images[0].open(warn=False) as sc:
+        check_bands(sc, seg, model)
+        grid = make_grid(sc, seg, opts)
+        meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
+        pixel_space = bool(getattr(sc, "pixel_space", False))
+        crs, transform, height, width = sc.crs, sc.transform, sc.height, sc.width
+        images[0] = sc.ref if not volume else images[0]
     names = []
     if volume:
         names = [f"{file_stem(ref.path)}_{int(k):04d}" for k in indexes]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -33,7 +32,6 @@ from geoseg.inference.tiling import Tile
 from geoseg.inference.vectorize import instance_parts, label_pieces, mask_windows, semantic_pieces
 from geoseg.io.gdal import gdal_env
 from geoseg.io.refs import SceneRef
-from geoseg.io.scene import NoCRSWarning
 from geoseg.io.vectors import write_features
 from geoseg.models.segmenter import ModelSpec, Segmenter, get_segmenter, model_metadata, to_numpy
 from geoseg.runtime import task_threads
@@ -127,10 +125,8 @@ def read_tiles(
     """Read ``tiles`` in a worker: ``(arrays, todo, batch)`` where ``todo`` indexes the tiles with
     any data and ``batch`` stacks those, padded with NaN to ``tile_shape`` (None if there are none).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NoCRSWarning)
-        with scene_ref.open() as scene:
-            arrays = [scene.read(t.window) for t in tiles]
+    with scene_ref.open(warn=False) as scene:  # warned once, when the scene was planned
+        arrays = [scene.read(t.window) for t in tiles]
     todo = [i for i, a in enumerate(arrays) if not np.isnan(a).all()]
     if not todo:
         return arrays, todo, None

@@ -35,13 +35,14 @@ class SceneRef:
     crs: str | None = None
     gsd: float | None = None
 
-    def open(self) -> Scene | SliceScene:
-        """The open scene; its ``ref`` reopens it as it is (bands chosen, CRS assigned)."""
+    def open(self, *, warn: bool = True) -> Scene | SliceScene:
+        """The open scene; its ``ref`` reopens it as it is (bands chosen, CRS assigned). ``warn``:
+        say when a raster has no CRS (:class:`~geoseg.io.scene.NoCRSWarning`)."""
         if is_slice_file(self.path):  # NumPy, DICOM, NIfTI: see geoseg.io.slices
             if self.gsd is not None:
                 raise SceneError(f"scene '{self.path}': a slice has no ground sample distance to resample")
             return _slice_with_ref(SliceScene(self.path, bands=self.bands))
-        sc = Scene(self.path, bands=self.bands, crs=self.crs, gsd=self.gsd)
+        sc = Scene(self.path, bands=self.bands, crs=self.crs, gsd=self.gsd, warn=warn)
         sc.ref = SceneRef(sc.path, tuple(sc.bands), sc.assigned_crs, sc.gsd)
         return sc
 
@@ -65,7 +66,7 @@ class SliceRef(SceneRef):
     axis: int | None = None
     hu_window: tuple[float, float] | None = None
 
-    def open(self) -> SliceScene:
+    def open(self, *, warn: bool = True) -> SliceScene:  # a slice is in pixel space: nothing to warn of
         return _slice_with_ref(SliceScene(self.path, bands=self.bands, index=self.index, axis=self.axis,
                                           hu_window=self.hu_window))  # fmt: skip
 

@@ -48,6 +48,8 @@ class Scene:
     bands: Sequence[int] | None = None
     crs: CRS | str | None = None
     gsd: float | None = None
+    #: warn (NoCRSWarning) when the raster has no CRS; off where it was said once already
+    warn: bool = field(default=True, repr=False)
     #: the :class:`geoseg.io.refs.SceneRef` that reopens this scene as it is (set by its ``open``)
     ref: Any = field(default=None, init=False, repr=False)
     _ds: rasterio.io.DatasetReader | None = field(default=None, init=False, repr=False)
@@ -93,7 +95,7 @@ class Scene:
             self.crs = CRS.from_user_input(self.crs)
         elif ds.crs is not None:
             self.crs = ds.crs
-        elif not self.pixel_space:
+        elif not self.pixel_space and self.warn:
             warnings.warn(
                 f"scene '{self.path}' has no CRS: geometries stay in its own coordinate space "
                 "(assign one with --crs)",

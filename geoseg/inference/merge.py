@@ -303,6 +303,33 @@ def _iou(g1: shapely.Geometry, g2: shapely.Geometry) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def simplify_objects(
+    objects: Sequence[MergedObject], tolerance: float | None, *, coverage: bool = False
+) -> list[MergedObject]:
+    """``objects`` with outlines simplified by up to ``tolerance`` pixels (None or 0: as they are).
+
+    Instances are simplified one by one (Douglas-Peucker, topology kept: holes stay, rings never
+    cross). Semantic regions form a coverage, so with ``coverage`` they are simplified together
+    and edges two regions share stay shared (``shapely.coverage_simplify``). A polygon that would
+    come out invalid is repaired, and one that would vanish keeps its exact outline.
+    """
+    if not tolerance or not objects:
+        return list(objects)
+    geoms = np.array([o.geometry for o in objects], dtype=object)
+    if coverage:
+        simple = shapely.coverage_simplify(geoms, tolerance)
+    else:
+        simple = shapely.simplify(geoms, tolerance, preserve_topology=True)
+    out = []
+    for o, g in zip(objects, simple, strict=True):
+        if not shapely.is_valid(g):
+            g = polygonal(shapely.make_valid(g))
+        if g is None or g.is_empty or g.area <= 0:
+            g = o.geometry
+        out.append(MergedObject(g, o.score, o.label, o.parts))
+    return out
+
+
 def dissolve_semantic(pieces: Sequence[SemanticPiece]) -> list[MergedObject]:
     """Dissolve per-core semantic pieces by class; score = mean winning probability.
 

@@ -219,6 +219,12 @@ class PredictOptions:
         family="semantic", metavar="CENTER,WIDTH", takes="CENTER,WIDTH (a list of two numbers in a job)",
         yaml=("list", float), help="Clip DICOM values (HU) to a window.",
     )  # fmt: skip
+    simplify: float | None = option(
+        None, key="predict.simplify", flag="--simplify", kind=float, low=0, metavar="PX",
+        default_text="off: exact pixel edges",
+        help="Simplify outlines by up to this many pixels (Douglas-Peucker for objects; a coverage "
+        "simplification that keeps shared edges for semantic regions), keeping every polygon valid.",
+    )  # fmt: skip
     device: str = option(
         "auto", key="predict.device", flag="--device", kind=str, parse=parse_device, hash=None,
         takes="auto, cpu, cuda or cuda:N",

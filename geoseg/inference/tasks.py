@@ -25,7 +25,7 @@ from geoseg.errors import GeosegError
 from geoseg.faults import fault_point
 from geoseg.inference.blend import Stitcher, class_names, classify
 from geoseg.inference.features import to_features
-from geoseg.inference.merge import MergedObject, dissolve_semantic, merge_instances
+from geoseg.inference.merge import MergedObject, dissolve_semantic, merge_instances, simplify_objects
 from geoseg.inference.options import PredictOptions
 from geoseg.inference.tilecache import TileCache
 from geoseg.inference.tiling import Tile
@@ -302,6 +302,7 @@ def reduce_instances(work: SceneWork, *results) -> SceneOutcome:
         min_area = resolve_min_area(opts, seg)
         if min_area > 0:  # on whole objects: filtering tile parts would depend on the tiling
             objects = drop_small(objects, min_area)
+        objects = simplify_objects(objects, opts.simplify)
         features = to_features(objects, seg, work.model, work.meta)
         features, outside = apply_object_limits(features, seg, opts)
         stats = {
@@ -417,6 +418,7 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
             if not work.outlines:
                 objects = []
             meta = {**work.meta, "name": work.image_names[image]} if work.image_names else work.meta
+            objects = simplify_objects(objects, work.opts.simplify, coverage=True)
             feats = to_features(objects, SimpleNamespace(task="semantic", classes=classes), work.model, meta)
             if work.header.get("volume"):
                 feats.insert(1, "slice", np.int32(work.slice_indexes[image]))

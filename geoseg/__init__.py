@@ -23,6 +23,7 @@ _API = {
     "predict": "geoseg.api",
     "Result": "geoseg.api",
     "evaluate": "geoseg.api",
+    "info": "geoseg.api",
     "open_scene": "geoseg.io.refs",
     "load_model": "geoseg.models.segmenter",
     "PredictOptions": "geoseg.inference.options",

@@ -27,7 +27,7 @@ from geoseg.io.refs import SceneRef, open_scene
 from geoseg.io.vectors import write_features
 from geoseg.models.segmenter import ModelSpec, Segmenter, load_model
 
-__all__ = ["Result", "evaluate", "load_model", "open_scene", "predict"]
+__all__ = ["Result", "evaluate", "info", "load_model", "open_scene", "predict"]
 
 
 @dataclass
@@ -208,3 +208,74 @@ def evaluate(
         if isinstance(x, str | os.PathLike):
             report[role] = os.fspath(x)
     return report
+
+
+def info(target: str | os.PathLike, *, model: str = "tankers-light") -> dict:
+    """What ``geoseg info`` shows, as a dict: a model's card (a checkpoint path or shipped name,
+    read from its metadata without building it; a ``module:factory`` is built) or a scene's
+    summary, with the tiles it makes at ``model``'s tile size and overlap (and at its ``max_gsd``
+    where a coarser scene would be resampled)."""
+    from geoseg.models.checkpoint import read_metadata
+    from geoseg.models.segmenter import FACTORY, builtin_model
+
+    text = os.fspath(target)
+    if FACTORY.match(text) and not os.path.exists(text):
+        seg = load_model(text, device="cpu")
+        return {
+            "kind": "model",
+            "model": text,
+            "task": seg.task,
+            "classes": list(seg.classes),
+            "in_channels": seg.in_channels,
+            "tile_size": getattr(seg, "tile_size", None),
+            "overlap": getattr(seg, "overlap", None),
+            "measures": list(getattr(seg, "measures", ())),
+        }
+    path = builtin_model(text) or text
+    if path.endswith(".safetensors"):
+        meta = read_metadata(path)
+        spec = ModelSpec(path)
+        return {
+            "kind": "model",
+            "model": spec.name,
+            "path": path,
+            "size_mb": round(os.path.getsize(path) / 1e6, 2),
+            "model_hash": spec.key,
+            **meta,
+        }
+    return _scene_info(text, model)
+
+
+def _scene_info(path: str, model: str) -> dict:
+    from geoseg.inference.tiling import TileGrid
+    from geoseg.io.slices import SliceScene, is_slice_file
+    from geoseg.models.checkpoint import read_metadata
+    from geoseg.models.segmenter import builtin_model
+
+    # a stack or volume: its first slice says the size
+    opened = SliceScene(path, index=0) if is_slice_file(path) else open_scene(path)
+    with opened as scene:
+        if isinstance(scene, SliceScene):
+            out = {
+                "kind": "slice",
+                "path": path,
+                "width": scene.width,
+                "height": scene.height,
+                "bands": scene.count,
+                "slices": scene.slices,
+                "pixel_space": True,
+            }
+        else:
+            out = {"kind": "raster", **scene.describe()}
+    ckpt = builtin_model(model) or model
+    meta = read_metadata(ckpt) if ckpt.endswith(".safetensors") and os.path.exists(ckpt) else {}
+    size, overlap = meta.get("tile_size") or 512, meta.get("overlap")
+    overlap = 64 if overlap is None else overlap
+    grid = TileGrid(out["height"], out["width"], size=size, overlap=overlap)
+    tiles = {"model": os.path.basename(ckpt), "tile_size": size, "overlap": overlap, "tiles": len(grid)}
+    ceiling, native = meta.get("max_gsd"), out.get("gsd_m")
+    if ceiling and native and native > float(ceiling) * 1.01:
+        w, h = round(out["width"] * native / ceiling), round(out["height"] * native / ceiling)
+        tiles.update(read_at_gsd_m=float(ceiling), tiles=len(TileGrid(h, w, size=size, overlap=overlap)))
+    out["at_model"] = tiles
+    return out

@@ -124,6 +124,34 @@ class Scene:
         self._grid = (width, height, ds.transform * Affine.scale(ds.width / width, ds.height / height))
 
     # -- metadata ---------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """The raster's header as plain values (``geoseg info``): driver, size, bands, types,
+        nodata, CRS, ground sample distance, bounds, tiling, compression, overviews."""
+        ds = self._ds
+        crs = self.crs
+        bounds = None
+        if crs is not None:
+            from rasterio.warp import transform_bounds
+
+            bounds = [round(v, 6) for v in transform_bounds(crs, "EPSG:4326", *ds.bounds, densify_pts=21)]
+        return {
+            "path": self.path,
+            "driver": ds.driver,
+            "width": ds.width,
+            "height": ds.height,
+            "bands": ds.count,
+            "dtypes": sorted(set(ds.dtypes)),
+            "nodata": ds.nodata,
+            "crs": None if crs is None else crs.to_string(),
+            "gsd_m": None if self.native_gsd is None else round(self.native_gsd, 4),
+            "transform": list(ds.transform)[:6],
+            "lonlat_bounds": bounds,
+            "blocks": [list(b) for b in sorted(set(ds.block_shapes))],
+            "compression": ds.compression.value if ds.compression else None,
+            "overviews": ds.overviews(1),
+            "pixel_space": self.pixel_space,
+        }
+
     @functools.cached_property
     def native_gsd(self) -> float | None:
         """Ground sample distance of the raster's own grid in metres, at its centre (computed once:

@@ -129,3 +129,33 @@ def test_forward_passes_go_to_gpu_workers(scenes):
     assert infer and len(infer) == len(vectorise) and set(infer) == {gpu}
     local = predict_scene(scenes[0], THRESHOLD, opts).features
     assert len(remote) == len(local) and np.allclose(remote.area.sum(), local.area.sum())
+
+
+def test_a_semantic_scene_holds_a_window_of_batches_not_the_scene(tmp_path, monkeypatch):
+    """The probabilities of a batch are let go once its stitch step is done: however many batches
+    a scene has, only about a window of them is alive at any time (memory does not grow with area)."""
+    import weakref
+
+    import geoseg.inference.engine as engine
+    from geoseg.inference.engine import predict_blended
+
+    alive: list = []  # weak references to every batch's probabilities
+    most = [0]
+    run_tiles = engine.run_tiles
+
+    def tracked(*args):
+        batch = run_tiles(*args)
+        alive.append(weakref.ref(batch))
+        return batch
+
+    def probabilities(r0, c0, block):
+        most[0] = max(most[0], sum(ref() is not None for ref in alive))
+
+    monkeypatch.setattr(engine, "run_tiles", tracked)
+    scene = write_raster(tmp_path / "s.tif", objects_array(900, 900, seed=4))
+    model = ModelSpec("geoseg.models.plugins:threshold_semantic", (("threshold", 100),))
+    opts = PredictOptions(tile_size=64, overlap=16, batch_size=4)
+    result = predict_blended(str(scene), model, opts, probabilities=probabilities)
+    batches = -(-result.stats["tiles"] // 4)
+    assert batches > 60 and len(result.features) > 0
+    assert 0 < most[0] <= 8, f"{most[0]} of {batches} batches alive at once"

@@ -181,6 +181,14 @@ class _Live:
     started: float  # time.perf_counter() on the client, when the scene was prepared
     futures: list = field(default_factory=list)
     finished: bool = False
+    # per stitch step (by id): the futures it consumes, let go once it is done, so that neither the
+    # client nor a cluster keeps a semantic scene's probabilities or old states beyond a window
+    consumes: dict = field(default_factory=dict)
+
+    def step_done(self, step) -> None:
+        used = {id(f) for f in self.consumes.pop(id(step), ())}
+        if used:
+            self.futures = [f for f in self.futures if id(f) not in used]
 
 
 def execute(
@@ -227,6 +235,8 @@ def execute(
         error = value if isinstance(value, BaseException) else _error_of(fut)
         if error is not None:
             report(live, None, error)
+        elif kind == "step":
+            live.step_done(fut)
         elif kind == "reduce":
             report(live, value, None)
 
@@ -353,8 +363,9 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
             state["submitted"] += 1
             futs.append(fut)
             watch(fut, "batch", live, 0)
-        stitch = runner.submit(stitch_step, stitch, *futs)
+        previous, stitch = stitch, runner.submit(stitch_step, stitch, *futs)
         live.futures += [*futs, stitch]
+        live.consumes[id(stitch)] = [previous, *futs]
         watch(stitch, "step", live, len(futs))
     reduction = runner.submit(stitch_finish, stitch)
     live.futures.append(reduction)

@@ -3,7 +3,9 @@
 A mask holds one uint8 class index per pixel (0 = background). Every file is written under a
 temporary name in its destination folder and renamed into place when complete; a failed run leaves
 nothing behind. GeoTIFF/TIFF masks are written window by window (tiled, deflate-compressed, with the
-input's CRS and transform), so a mask of any size is written without holding it in memory; PNG,
+input's CRS and transform), so a mask of any size is written without holding it in memory, and
+finally rewritten as a Cloud Optimized GeoTIFF with overviews (GDAL's COG driver, block by block,
+nearest-neighbour overviews of the class indexes) for fast browsing in QGIS or a web map; PNG,
 NIfTI and ``.npy`` masks are assembled in memory (one byte per pixel) and written at the end. A
 volume's mask (NIfTI or a NumPy stack input) is a NIfTI file with the input's shape, affine and
 header, or a ``.npy`` array of the input's shape.
@@ -26,6 +28,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import OutputError
 from geoseg.io.atomic import check_writable
+from geoseg.io.gdal import gdal_env
 from geoseg.io.slices import extension
 
 MASK_EXTENSIONS = (".tif", ".tiff", ".png", ".nii", ".nii.gz", ".npy")
@@ -80,6 +83,7 @@ class MaskWriter:
         check_mask_path(self.path, volume=self.volume, overwrite=overwrite)
         stem = self.path.name[: len(self.path.name) - len(self.ext)]
         self.tmp = self.path.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.tmp{self.ext}")
+        self.cog = self.tmp.with_name(self.tmp.name.replace(".tmp", ".cog", 1))  # the GeoTIFF's final form
         self.crs, self.transform, self.nifti = crs, transform, nifti
         self._ds = None
         self._array = None
@@ -187,6 +191,7 @@ class MaskWriter:
         try:
             if self._array is None:
                 self.release()
+                self._to_cog()
             elif self.ext == ".npy":
                 with open(self.tmp, "wb") as f:
                     np.save(f, self._array)
@@ -205,6 +210,22 @@ class MaskWriter:
         finally:
             self.abort()
 
+    def _to_cog(self) -> None:
+        """Rewrite the finished tiled GeoTIFF as a Cloud Optimized GeoTIFF with overviews (GDAL's
+        COG driver, which reads its source block by block), in place of ``tmp``."""
+        import rasterio.shutil
+
+        with warnings.catch_warnings(), gdal_env():  # GDAL's block cache bounded as for every read
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            try:
+                rasterio.shutil.copy(
+                    self.tmp, self.cog, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256, BIGTIFF="IF_SAFER",
+                    OVERVIEW_RESAMPLING="NEAREST",  # class indexes: never averaged
+                )  # fmt: skip
+            except RasterioError as exc:
+                raise OutputError(f"mask '{self.path}': cannot be written as a COG ({exc})") from exc
+        os.replace(self.cog, self.tmp)
+
     def _write_nifti(self) -> None:
         import nibabel as nib
 
@@ -220,7 +241,7 @@ class MaskWriter:
     def abort(self) -> None:
         """Drop the unfinished file (nothing is left at the destination)."""
         self.release()
-        for leftover in (self.tmp, Path(f"{self.tmp}.aux.xml")):
+        for leftover in (self.tmp, Path(f"{self.tmp}.aux.xml"), self.cog):
             leftover.unlink(missing_ok=True)
 
     def __enter__(self) -> MaskWriter:

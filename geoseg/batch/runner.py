@@ -47,7 +47,7 @@ from geoseg.inference.tilecache import TileCache
 from geoseg.io.atomic import write_text_atomic
 from geoseg.io.fingerprints import update_with_file
 from geoseg.io.refs import SceneRef
-from geoseg.io.vectors import FORMATS, write_vectors
+from geoseg.io.vectors import FORMATS, read_layer, write_vectors
 from geoseg.models.segmenter import ModelSpec, default_batch_size, get_segmenter
 
 log = logging.getLogger("geoseg.run")
@@ -448,7 +448,7 @@ def _write_combined(job: Job, state: RunState, events) -> str | None:
     frames = []
     for _, r in done:
         for o in r.get("outputs", [])[:1]:  # the scene's vectors (a mask may follow)
-            gdf = gpd.read_file(os.path.join(job.out_dir, o), engine="pyogrio")
+            gdf = read_layer(os.path.join(job.out_dir, o))
             if crs is None:  # a pixel-space GeoJSON is read as lon/lat: it is not
                 geoms = shapely.from_wkb(shapely.to_wkb(gdf.geometry.values))
                 gdf = gpd.GeoDataFrame(pd.DataFrame(gdf.drop(columns="geometry")), geometry=geoms, crs=None)

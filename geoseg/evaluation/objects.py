@@ -22,13 +22,14 @@ import pandas as pd
 import shapely
 
 from geoseg.errors import EvalError
+from geoseg.io.vectors import read_layer
 
 
 def read_vectors(path: str | os.PathLike, role: str) -> gpd.GeoDataFrame:
     if not os.path.exists(path):
         raise EvalError(f"{role} '{path}': no such file")
     try:
-        gdf = gpd.read_file(path, engine="pyogrio")
+        gdf = read_layer(path)
     except Exception as exc:  # pyogrio raises DataSourceError and friends
         raise EvalError(f"{role} '{path}': not a readable vector file ({exc})") from exc
     gdf = gdf[~gdf.geometry.is_empty & gdf.geometry.notna()]

@@ -19,6 +19,7 @@ from pathlib import Path
 import geopandas as gpd
 import shapely
 
+from geoseg.clock import utc_now
 from geoseg.errors import OutputError
 from geoseg.io.atomic import atomic_path, check_writable, write_text_atomic
 
@@ -87,6 +88,8 @@ def write_vectors(
     check_writable(path, overwrite=overwrite)
     with atomic_path(path) as tmp:
         _write(gdf, tmp, fmt, layer or path.stem)
+        if fmt == "gpkg":
+            add_default_style(tmp, layer or path.stem, list(gdf.columns))
 
 
 def _write(gdf: gpd.GeoDataFrame, path: Path, fmt: str, layer: str | None) -> None:
@@ -103,6 +106,64 @@ def _write(gdf: gpd.GeoDataFrame, path: Path, fmt: str, layer: str | None) -> No
     elif fmt == "fgb":
         options = {"SPATIAL_INDEX": "YES"}
     gdf.to_file(path, driver=driver, engine="pyogrio", layer=layer, layer_options=options)
+
+
+def style_qml(columns: list[str]) -> str:
+    """geoseg's default QGIS style for a layer of objects: outlines only (magenta, 0.6 mm), so the
+    image shows through, labelled with each object's length where it has one, else its score."""
+    from xml.sax.saxutils import quoteattr
+
+    label = (
+        'coalesce(format_number("length_m", 0) || \' m\', format_number("score", 2))'
+        if "length_m" in columns
+        else 'format_number("score", 2)'
+    )
+    qml = (Path(__file__).parent / "styles" / "objects.qml").read_text()
+    return qml.replace('fieldName="LABEL_EXPRESSION"', f"fieldName={quoteattr(label)}")
+
+
+def add_default_style(path: str | os.PathLike, layer: str, columns: list[str]) -> None:
+    """Store geoseg's default style for ``layer`` in the GeoPackage's ``layer_styles`` table (the
+    table QGIS reads and writes), as the layer's default: QGIS applies it when it opens the layer.
+    GDAL lists the table as a second, attribute-only layer (as it does for styles QGIS saves):
+    read the objects by their layer name (the file's stem), or with :func:`read_layer`."""
+    import sqlite3
+
+    with sqlite3.connect(str(path)) as db:
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS layer_styles (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT(256), f_table_schema TEXT(256),
+                f_table_name TEXT(256), f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT,
+                styleSLD TEXT, useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
+                update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"""
+        )
+        (geometry_column,) = db.execute(
+            "SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (layer,)
+        ).fetchone()
+        db.execute("DELETE FROM layer_styles WHERE f_table_name = ?", (layer,))
+        db.execute(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+            "styleName, styleQML, styleSLD, useAsDefault, description, owner, update_time) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+            ("", "", layer, geometry_column, "geoseg", style_qml(columns), "",
+             "geoseg default: outlines, labelled with length or score", "geoseg", utc_now()),
+        )  # fmt: skip
+        db.execute(
+            "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier) "
+            "VALUES ('layer_styles', 'attributes', 'layer_styles')"
+        )
+
+
+def read_layer(path: str | os.PathLike, **kwargs) -> gpd.GeoDataFrame:
+    """Read a vector file's objects: for a GeoPackage, its first layer with geometries (a
+    ``layer_styles`` table beside it is not the objects)."""
+    import pyogrio
+
+    if str(path).lower().endswith(".gpkg") and "layer" not in kwargs:
+        layers = [name for name, geometry in pyogrio.list_layers(path) if geometry is not None]
+        if layers:
+            kwargs["layer"] = layers[0]
+    return gpd.read_file(path, engine="pyogrio", **kwargs)
 
 
 def write_pixel_geojson(gdf, path: str | os.PathLike, *, overwrite: bool = False) -> None:

@@ -48,7 +48,7 @@ from geoseg.io.atomic import write_text_atomic
 from geoseg.io.fingerprints import update_with_file
 from geoseg.io.refs import SceneRef
 from geoseg.io.vectors import FORMATS, read_layer, write_vectors
-from geoseg.models.segmenter import ModelSpec, default_batch_size, get_segmenter
+from geoseg.models.segmenter import ModelSpec, get_segmenter
 
 log = logging.getLogger("geoseg.run")
 
@@ -291,8 +291,7 @@ def run_job(
 
 def job_options(job: Job, workers: int) -> PredictOptions:
     """The job's prediction settings, as :func:`geoseg.inference.engine.predict_scene` takes them."""
-    opts = job.options
-    return replace(opts, workers=workers, batch_size=opts.batch_size or default_batch_size(opts.device))
+    return replace(job.options, workers=workers)  # a batch size left open is chosen per device by prepare
 
 
 def warm_up(model: ModelSpec, device: str) -> None:

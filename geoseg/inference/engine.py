@@ -459,7 +459,7 @@ def predict_semantic(
     model: ModelSpec | str,
     opts: PredictOptions = PredictOptions(),
     *,
-    blend: str = "gaussian",
+    blend: str | None = None,
     mask_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     axis: int | None = None,
@@ -471,13 +471,15 @@ def predict_semantic(
     """Segment ``scene`` with a semantic model; write its class mask to ``mask_path`` if given.
 
     ``axis`` (NIfTI volumes, default 2) and ``slices`` (default: every slice) choose the slices of
-    a stack or volume; ``hu_window=(center, width)`` clips DICOM values. The result's ``stats``
+    a stack or volume; ``hu_window=(center, width)`` clips DICOM values; ``blend`` weighs tiles.
+    Each of these left None keeps ``opts``' own value. The result's ``stats``
     carry ``pixel_space`` (True for slices: outlines are in pixel coordinates). Runs on
     :mod:`geoseg.inference.engine`, in this process or on the cluster of ``scheduler``.
     """
 
-    opts = replace(opts, blend=blend, slice_axis=axis, hu_window=hu_window,
-                   slices=None if slices is None else tuple(slices))  # fmt: skip
+    given = {"blend": blend, "slice_axis": axis, "hu_window": hu_window,
+             "slices": None if slices is None else tuple(slices)}  # fmt: skip
+    opts = replace(opts, **{k: v for k, v in given.items() if v is not None})
     outcome = run_scene(scene, model, opts, Outputs(overwrite=overwrite), progress=progress,
                         scheduler=scheduler, mask_path=mask_path)  # fmt: skip
     return SceneResult(outcome.features, outcome.stats)
@@ -489,7 +491,7 @@ def predict_blended(
     model: ModelSpec | str,
     opts: PredictOptions = PredictOptions(),
     *,
-    blend: str = "gaussian",
+    blend: str | None = None,
     mask: Callable[[int, int, np.ndarray], None] | None = None,
     erase: Callable[[list], None] | None = None,
     probabilities: Callable[[int, int, np.ndarray], None] | None = None,
@@ -509,7 +511,7 @@ def predict_blended(
     opts
         Tile size, overlap, batch size, workers, ``mask_threshold`` and ``min_area`` (pixels).
     blend
-        ``constant``, ``cosine`` or ``gaussian`` tile weights.
+        ``constant``, ``cosine`` or ``gaussian`` tile weights (default: ``opts.blend``).
     mask
         Called as ``mask(row_off, col_off, classes)`` with a uint8 block of class indexes (0 is
         background for a one-foreground-class model) for every finished block.
@@ -537,7 +539,8 @@ def predict_blended(
     sinks = {k: v for k, v in (("mask", mask), ("erase", erase), ("probabilities", probabilities)) if v}
     if sinks and scheduler is not None:
         raise ModelError("mask and probability callbacks need an in-process run (no scheduler)")
-    outcome = run_scene(ref, model, replace(opts, blend=blend), progress=progress, scheduler=scheduler,
+    opts = opts if blend is None else replace(opts, blend=blend)
+    outcome = run_scene(ref, model, opts, progress=progress, scheduler=scheduler,
                         sinks=sinks, outlines=outlines)  # fmt: skip
     return SceneResult(outcome.features, outcome.stats)
 

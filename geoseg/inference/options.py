@@ -280,9 +280,9 @@ def describe(opt: Option) -> str:
     return words
 
 
-def convert(name: str, value: Any, *, text: bool = False) -> Any:
-    """``value`` checked and converted for the option spelled ``name``, as a field value (an
-    inverted option is negated). ``text``: the value came from the command line, as a string.
+def convert(name: str, value: Any) -> Any:
+    """``value`` (a Python or YAML value; text only where the option has a parser) checked and
+    converted for the option spelled ``name``, as a field value (an inverted option is negated).
     Raises :class:`OptionError` saying what the option takes (not naming it: callers do)."""
     f, opt = lookup(name)
     if value is None:
@@ -293,16 +293,9 @@ def convert(name: str, value: Any, *, text: bool = False) -> Any:
         if value not in opt.kind:
             raise OptionError(f"must be {describe(opt)} (got {value!r})")
     elif opt.kind is bool:
-        if text:
-            value = {"true": True, "false": False}.get(str(value).lower(), value)
         if not isinstance(value, bool):
             raise OptionError(f"must be true or false (got {value!r})")
     elif opt.kind in (int, float):
-        if text:
-            try:
-                value = opt.kind(value)
-            except ValueError:
-                raise OptionError(f"must be {describe(opt)} (got {value!r})") from None
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if not number or (opt.kind is int and not isinstance(value, int)):
             kind = "an integer" if opt.kind is int else "a number"
@@ -317,7 +310,7 @@ def convert(name: str, value: Any, *, text: bool = False) -> Any:
     return (not value) if opt.invert else value
 
 
-def from_spelled(values: Mapping[str, Any], base: PredictOptions | None = None, *, text: bool = False):
+def from_spelled(values: Mapping[str, Any], base: PredictOptions | None = None):
     """:class:`PredictOptions` from options by spelled name (``{"tile_size": 256, "any_size":
     True}``), on top of ``base``. Raises KeyError for an unknown name, :class:`OptionError` for a bad
     value (with the name in front)."""
@@ -325,7 +318,7 @@ def from_spelled(values: Mapping[str, Any], base: PredictOptions | None = None, 
     for name, value in values.items():
         f, _ = lookup(name)
         try:
-            changes[f.name] = convert(name, value, text=text)
+            changes[f.name] = convert(name, value)
         except OptionError as exc:
             raise OptionError(f"'{name}' {exc}") from None
     return dataclasses.replace(base or PredictOptions(), **changes)

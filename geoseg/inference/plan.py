@@ -233,19 +233,16 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
 
 
 def resolve_gsd(ref: SceneRef, seg: Segmenter, opts: PredictOptions, native: float | None) -> SceneRef:
-    """The scene as the model should see it: resampled to ``opts.gsd``; by default (None) to the
+    """The scene as an instance model should see it (semantic masks keep the scene's grid, see
+    :func:`~geoseg.inference.options.conflicts`): resampled to ``opts.gsd``; by default (None) to the
     checkpoint's ``max_gsd`` when the scene (``native`` metres per pixel) is coarser than that (a
     finer scene is read as it is); ``opts.gsd == 0`` keeps the scene's own grid."""
     if opts.gsd == 0:
         return replace(ref, gsd=None)
     if opts.gsd is not None:
-        if seg.task != "instance":
-            raise ModelError(
-                "resampling (--gsd) is for instance models: semantic masks keep the scene's grid"
-            )
         return replace(ref, gsd=float(opts.gsd))
     ceiling = model_metadata(seg).get("max_gsd")
-    if not ceiling or seg.task != "instance":
+    if not ceiling:
         return ref
     if native is None or native <= float(ceiling) * 1.01:  # within 1 %: the same grid
         return ref

@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The demo: a synthetic 8000 x 8000 scene (a seed the model never saw), the committed tanker model,
-# GeoJSON out, scored against the scene's truth.
+# GeoJSON out, scored against the scene's truth, and an HTML report to open in a browser.
 DEMO := demo
 demo: $(STAMP)
 	mkdir -p $(DEMO)
@@ -25,6 +25,8 @@ demo: $(STAMP)
 	  --crs EPSG:32631 --seed 7 --clouds
 	$(BIN)/geoseg predict $(DEMO)/scene.tif -m $(TANKER_MODEL) -o $(DEMO)/tankers.geojson --overwrite
 	$(BIN)/geoseg eval $(DEMO)/tankers.geojson $(DEMO)/scene.truth.geojson -o $(DEMO)/eval.json --overwrite
+	$(BIN)/geoseg report $(DEMO)/tankers.geojson -s $(DEMO)/scene.tif -t $(DEMO)/scene.truth.geojson \
+	  -o $(DEMO)/report.html --overwrite
 
 # The shipped nightly job over a small synthetic archive (three 2000 x 2000 scenes, made once).
 nightly: $(STAMP)

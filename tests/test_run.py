@@ -506,3 +506,71 @@ def test_nightly_job_runs_as_shipped(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "dask cluster" in r.stderr and "2 workers" in r.stderr
     assert outputs(out) == first
+
+
+def test_run_writes_a_stac_collection_and_an_html_report(tmp_path, real_data):
+    """Three scenes done and one failed, read from a STAC ItemCollection: the results Collection
+    has one label Item per done scene (pystac reads it back), linked to its source item; the HTML
+    report lists all four."""
+    import pystac
+    from pystac.extensions.label import LabelExtension
+
+    job = make_archive(tmp_path, real_data)
+    job.write_text(job.read_text().replace("combined: gpkg}", "combined: gpkg, report: html}"))
+    r = run(job)
+    assert r.returncode == 1, r.stderr
+    out = tmp_path / "out"
+    collection = pystac.read_file(str(out / "stac" / "collection.json"))
+    assert isinstance(collection, pystac.Collection) and collection.id == "archive"
+    items = {i.id: i for i in collection.get_items()}
+    assert sorted(items) == ["scene-a", "scene-b", "scene-d"]  # c failed: no result to catalogue
+    with RunState.open(str(tmp_path / "tiles" / "archive"), "archive", readonly=True) as state:
+        records = dict(state.records())
+    import geoseg
+
+    for key, item in items.items():
+        label = LabelExtension.ext(item)
+        assert label.label_type == "vector" and label.label_properties == ["class"]
+        assert label.label_tasks == ["detection", "segmentation"]
+        assert label.label_classes[0].name == "class" and "object" in label.label_classes[0].classes
+        n = len(features(out / f"{key}.geojson"))
+        assert sum(c.count for c in label.label_overviews[0].counts) == n
+        asset = item.assets["labels"]
+        assert asset.media_type == "application/geo+json" and "labels" in asset.roles
+        assert Path(asset.get_absolute_href()) == (out / f"{key}.geojson").resolve()
+        assert not os.path.isabs(asset.href)  # relative: the folder can move
+        source = item.get_single_link("source")
+        assert Path(source.get_absolute_href()) == (tmp_path / "archive" / "items.json").resolve()
+        assert key in source.title
+        assert item.properties["geoseg:version"] == geoseg.__version__
+        assert item.properties["geoseg:model_hash"] == records[key]["model_hash"]
+        assert str(item.datetime.date()) == "2026-11-01"  # the source item's datetime
+    a = items["scene-a"]
+    import shapely.geometry
+
+    assert a.geometry["type"] == "Polygon"  # the scene's outline in lon/lat, its bbox around it
+    assert a.bbox == pytest.approx(list(shapely.geometry.shape(a.geometry).bounds))
+    assert Path(collection.assets["combined"].get_absolute_href()) == (out / "archive.gpkg").resolve()
+    assert collection.assets["report"].media_type == "text/html"
+    html = (out / "archive.report.html").read_text()
+    for key in ("scene-a", "scene-b", "scene-c", "scene-d", "cannot read window"):
+        assert key in html
+    stamp = (out / "stac" / "collection.json").stat().st_mtime_ns
+    assert run(job).returncode == 1  # c still fails; nothing else changed: the catalogue is left alone
+    assert (out / "stac" / "collection.json").stat().st_mtime_ns == stamp
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_stac_item_footprint_is_the_scene_in_lonlat(tmp_path):
+    from rasterio.transform import from_origin
+
+    from geoseg.batch.stac import scene_footprint
+    from geoseg.synth.scenes import random_boxes, shapes_scene
+
+    scene = tmp_path / "s.tif"
+    shapes_scene(scene, 400, 300, random_boxes(400, 300, 3), crs="EPSG:32631",
+                 transform=from_origin(500000, 5500000, 2.0, 2.0))  # fmt: skip
+    geom = scene_footprint(str(scene))
+    lon, lat = np.asarray(geom["coordinates"][0]).T
+    assert geom["type"] == "Polygon" and len(lon) > 5
+    assert 2.9 < lon.min() < lon.max() < 3.1 and 49.6 < lat.min() < lat.max() < 49.7  # zone 31 N, 5500 km

@@ -76,7 +76,8 @@ SCHEMA = (
                     "scene_format": (tuple(FORMATS), False),
                     "mask": (("tif", "png", "npy", "nii", "nii.gz"), False),
                     "combined": (("gpkg", "parquet", "none"), False),
-                    "report": (_BOOL, False),
+                    "report": (("bool|word", ("html",)), False),
+                    "stac": (_BOOL, False),
                 },
             ),
             True,
@@ -128,7 +129,8 @@ class Job:
     scene_format: str = "geojson"
     mask: str | None = None  # semantic models: each scene's class mask as <scene>.mask.<ext>
     combined: str = "gpkg"
-    report: bool = True
+    report: str = "json"  # none | json (<name>.report.json and .txt) | html (those and .report.html)
+    stac: bool = True  # a STAC Collection of the results: <out>/stac/collection.json
     store: str = ""
     workers: int = 1
     processes: bool = True
@@ -240,6 +242,10 @@ def _check(value: Any, schema, key: str, lines: dict, path: Path) -> None:
                 f"{where}'{key}' must be a number > 0 or one of {', '.join(schema[1])} (got {value!r})"
             )
         return
+    if isinstance(schema, tuple) and schema and schema[0] == "bool|word":
+        if not isinstance(value, bool) and value not in schema[1]:
+            raise JobError(f"{where}'{key}' must be true, false or {', '.join(schema[1])} (got {value!r})")
+        return
     if isinstance(schema, tuple) and schema and schema[0] == "dict":
         if not isinstance(value, dict):
             raise JobError(f"{where}'{key}' must be a mapping")
@@ -325,7 +331,8 @@ def _build(data: dict, path: Path, lines: dict) -> Job:
         scene_format=outputs.get("scene_format", "geojson"),
         mask=outputs.get("mask"),
         combined=outputs.get("combined", "gpkg"),
-        report=outputs.get("report", True),
+        report={True: "json", False: "none"}.get(outputs.get("report", True), outputs.get("report")),
+        stac=outputs.get("stac", True),
         store=absolute(store) if "store" in data else os.path.abspath(store),
         workers=cluster.get("workers", 1),
         processes=cluster.get("processes", True),
@@ -346,11 +353,15 @@ class ScenePlan:
     bands: tuple[int, ...] | None = None
     crs: str | None = None
     stac_fingerprint: str | None = None
+    #: for a catalogued scene, the STAC document it came from (an item's own file, or the item
+    #: collection holding it) and the item's datetime
+    stac_href: str | None = None
+    stac_datetime: str | None = None
 
 
 def expand_inputs(job: Job) -> list[ScenePlan]:
     """Every scene of the job, in a stable order, with unique sanitised keys."""
-    found: list[tuple[str, str, str, str | None, str | None]] = []  # (name, href, key, id, stacfp)
+    found: list[tuple] = []  # (name, href, key, id, stacfp, (stac href, datetime))
     for src in job.inputs:
         if src.kind == "glob":
             hits: list[str] = []
@@ -358,28 +369,29 @@ def expand_inputs(job: Job) -> list[ScenePlan]:
                 hits += sorted(p for p in globlib.glob(pattern, recursive=True) if os.path.isfile(p))
             if not hits:
                 raise JobError(f"job '{job.path}': '{src.key}.glob' matches no file ({', '.join(src.value)})")
-            found += [(Path(h).stem, h, src.key, None, None) for h in hits]
+            found += [(Path(h).stem, h, src.key, None, None, (None, None)) for h in hits]
         elif src.kind == "list":
             for listing in src.value:
-                found += [(Path(h).stem, h, src.key, None, None) for h in _read_list(listing, src, job)]
+                found += [(Path(h).stem, h, src.key, None, None, (None, None))
+                          for h in _read_list(listing, src, job)]  # fmt: skip
         else:
             for catalog in src.value:
                 found += _stac_scenes(catalog, src, job)
     plans, seen = [], set()
-    for name, href, key, item_id, stacfp in found:
+    for name, href, key, item_id, stacfp, stac in found:
         if href in seen:
             continue
         seen.add(href)
-        plans.append((sanitize(name), href, key, item_id, stacfp))
+        plans.append((sanitize(name), href, key, item_id, stacfp, stac))
     counts: dict[str, int] = {}
     for p in plans:
         counts[p[0]] = counts.get(p[0], 0) + 1
     out = []
-    for name, href, key, item_id, stacfp in plans:
+    for name, href, key, item_id, stacfp, (stac_href, stac_datetime) in plans:
         if counts[name] > 1:  # two scenes with one name: tell them apart by where they are
             name = f"{name}-{hashlib.sha256(href.encode()).hexdigest()[:8]}"
         src = next(s for s in job.inputs if s.key == key)
-        out.append(ScenePlan(name, href, key, item_id, src.bands, src.crs, stacfp))
+        out.append(ScenePlan(name, href, key, item_id, src.bands, src.crs, stacfp, stac_href, stac_datetime))
     return out
 
 
@@ -441,7 +453,9 @@ def _stac_scenes(catalog: str, src: InputSource, job: Job) -> list:
              "updated": item.properties.get("updated"), "checksum": asset.extra_fields.get("file:checksum")},
             sort_keys=True,
         )  # fmt: skip
-        scenes.append((item.id, href, src.key, item.id, fp))
+        source = str(Path(catalog).resolve()) if base is not None else item.get_self_href() or catalog
+        when = item.datetime or item.common_metadata.start_datetime
+        scenes.append((item.id, href, src.key, item.id, fp, (source, when.isoformat() if when else None)))
     return scenes
 
 

@@ -150,6 +150,8 @@ class RunReport:
     seconds: float = 0.0
     scenes: list[dict] = field(default_factory=list)
     combined: str | None = None
+    stac: str | None = None  # the results' STAC Collection, relative to the outputs folder
+    model: str | None = None
     scenes_seconds: float = 0.0  # from the first scene's start to the last one's end
     cluster_seconds: float = 0.0  # starting or joining the cluster, and loading the model on it
 
@@ -174,6 +176,8 @@ class RunReport:
             "tiles_run": tiles,
             "tiles_per_second": round(tiles / busy, 3) if busy > 0 else None,
             "combined": self.combined,
+            "stac": self.stac,
+            "model": self.model,
             "scenes": self.scenes,
         }
 
@@ -245,7 +249,8 @@ def run_job(
             if step.action == "skip":
                 rec = state.get(step.plan.key) or {}
                 rows[step.plan.key] = {"scene": step.plan.key, "href": step.plan.href, "result": "skipped",
-                                       "reason": step.reason, "objects": rec.get("objects", 0)}  # fmt: skip
+                                       "reason": step.reason, "objects": rec.get("objects", 0),
+                                       "outputs": rec.get("outputs", []), **_reading(step.plan)}  # fmt: skip
                 events("scene_skipped", f"[{n}/{len(steps)}] {step.plan.key}: skipped ({step.reason})",
                        scene=step.plan.key)  # fmt: skip
         if todo:
@@ -277,12 +282,17 @@ def run_job(
                 report.scenes_seconds = time.perf_counter() - t_scenes
         report.scenes = [rows[s.plan.key] for s in steps]
         report.combined = _write_combined(job, state, events)
+        report.model = model.name
+        if job.stac:
+            report.stac = _write_stac(job, state, model, seg, events)
         report.finished = utc_now()
         report.seconds = time.perf_counter() - t0
-        if job.report:
+        if job.report != "none":
             stem = inside(job.out_dir, f"{job.name}.report")
             write_text_atomic(stem + ".json", json.dumps(report.as_dict(), indent=1, default=str))
             write_text_atomic(stem + ".txt", report.summary() + "\n")
+        if job.report == "html":
+            _write_html_report(job, report, events)
     c = report.counts()
     events("run_end", f"job {job.name}: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed",
            job=job.name, **c)  # fmt: skip
@@ -341,6 +351,8 @@ class _SceneRun:
             "fingerprint": step.fingerprint, "model_hash": self.model.key, "params_hash": self.params,
             "status": "running", "started": utc_now(),
         }  # fmt: skip
+        if plan.stac_href:
+            rec.update(stac_href=plan.stac_href, stac_datetime=plan.stac_datetime)
         previous = self.state.get(plan.key) or {}
         rec["attempts"] = previous.get("attempts", 0) + 1 if step.action in ("retry", "resume") else 1
         self.state.put(plan.key, rec)
@@ -378,13 +390,15 @@ class _SceneRun:
                         error=rec["error"])  # fmt: skip
             log.debug("scene %s failed", plan.key, exc_info=error)
             self.rows[plan.key] = {"scene": plan.key, "href": plan.href, "result": "failed",
-                                   "error": rec["error"], "seconds": seconds}  # fmt: skip
+                                   "error": rec["error"], "seconds": seconds, **_reading(plan)}  # fmt: skip
             return
         s = outcome.stats
         rec.update(status="done", error=None, finished=utc_now(), outputs=outputs, objects=s["objects"],
                    tiles=s["tiles"], tiles_run=s["tiles_run"], seconds=seconds)  # fmt: skip
         if s.get("pixel_space"):
             rec["pixel_space"] = True
+        if self.job.stac:
+            rec["footprint"] = _footprint(plan)
         self.state.put(plan.key, rec)
         shutil.rmtree(self._cache_dir(step), ignore_errors=True)
         tps = s["tiles_run"] / seconds if seconds > 0 else 0.0
@@ -395,8 +409,28 @@ class _SceneRun:
         self.rows[plan.key] = {
             "scene": plan.key, "href": plan.href, "result": "done", "objects": s["objects"],
             "tiles": s["tiles"], "tiles_run": s["tiles_run"], "seconds": seconds,
-            "tiles_per_second": round(tps, 3), "output": outputs[0], "outputs": outputs,
+            "tiles_per_second": round(tps, 3), "output": outputs[0], "outputs": outputs, **_reading(plan),
         }  # fmt: skip
+
+
+def _footprint(plan: ScenePlan) -> dict | None:
+    """The scene's outline in lon/lat for its STAC Item (None without a CRS or if unreadable now)."""
+    from geoseg.batch.stac import scene_footprint
+
+    try:
+        return scene_footprint(plan.href, plan.bands, plan.crs)
+    except (GeosegError, OSError):
+        return None
+
+
+def _reading(plan: ScenePlan) -> dict:
+    """How a report reads the scene again: its bands and assigned CRS, where the job set them."""
+    out = {}
+    if plan.bands:
+        out["bands"] = list(plan.bands)
+    if plan.crs:
+        out["crs"] = plan.crs
+    return out
 
 
 def _remove_stale_temporaries(job: Job) -> None:
@@ -463,6 +497,33 @@ def _write_combined(job: Job, state: RunState, events) -> str | None:
     state.set_combined({"state": digest, "path": os.path.basename(path), "written": utc_now()})
     events("combined", f"combined layer: {len(gdf)} objects -> {os.path.basename(path)}", objects=len(gdf))
     return os.path.basename(path)
+
+
+def _write_stac(job: Job, state: RunState, model: ModelSpec, seg, events) -> str | None:
+    from geoseg.batch.stac import write_collection
+
+    try:
+        path = write_collection(job, state, model, seg)
+    except Exception as exc:  # pystac and GDAL raise many kinds; the results stand without their catalogue
+        events("stac_failed", f"STAC collection: not written ({one_line(exc)})", error=one_line(exc))
+        return None
+    events("stac", f"STAC collection: {len(state.records('done'))} items -> {path}", path=path)
+    return path
+
+
+def _write_html_report(job: Job, report: RunReport, events) -> None:
+    from geoseg.report.build import run_entries, run_summary, write_report
+
+    d = report.as_dict()
+    path = inside(job.out_dir, f"{job.name}.report.html")
+    try:
+        write_report(
+            path, run_entries(d, job.out_dir), title=f"geoseg run: {job.name}", summary=run_summary(d)
+        )
+    except (GeosegError, OSError) as exc:
+        events("report_failed", f"HTML report: not written ({one_line(exc)})", error=one_line(exc))
+        return
+    events("report", f"HTML report -> {os.path.basename(path)}", path=os.path.basename(path))
 
 
 def dry_run(job: Job, *, force: bool = False) -> list[Step]:

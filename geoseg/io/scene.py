@@ -26,6 +26,9 @@ from geoseg.errors import SceneError, one_line
 from geoseg.io.gdal import ALLOWED_DRIVERS, MAX_PIXELS, gdal_env
 from geoseg.io.georef import ground_sample_distance
 
+#: the most pixels :meth:`Scene.overview` reads whole from a raster that has no overviews
+FULL_READ_LIMIT = 4096 * 4096
+
 
 class NoCRSWarning(UserWarning):
     """A scene has no CRS: its geometries stay in the raster's own coordinate space."""
@@ -217,6 +220,46 @@ class Scene:
         src = Window(col, row, w, h)
         shape = (len(self.bands), int(window.height), int(window.width))
         return ds.read(self.bands, window=src, out_shape=shape, resampling=Resampling.bilinear, masked=True)
+
+    def overview(
+        self, max_side: int, *, full_read_limit: int = FULL_READ_LIMIT, resampling: str = "average"
+    ) -> tuple[np.ndarray | None, Affine, str]:
+        """A picture of the whole raster at most ``max_side`` pixels a side, as float32
+        ``(C, h, w)`` with NaN for nodata, with its transform (picture pixel -> the raster's
+        coordinates) and a note on where it came from.
+
+        It is read from the raster's smallest overview that is still at least ``max_side`` a side
+        (or its largest one), so only that overview is read, locally or over HTTP. A raster
+        without overviews is read decimated only up to ``full_read_limit`` pixels; a larger one
+        gives no picture (``None``) rather than a read of the whole scene.
+        """
+        ds = self._ds
+        factor = max(1.0, max(ds.width, ds.height) / max_side)
+        levels = ds.overviews(self.bands[0])
+        usable = [k for k, f in enumerate(levels) if max(ds.width, ds.height) / f >= max_side]
+        level = usable[-1] if usable else (0 if levels else None)
+        if level is None and factor > 1 and ds.width * ds.height > full_read_limit:
+            return None, ds.transform * Affine.scale(factor), (
+                f"no overviews: {ds.width} x {ds.height} is too large to read whole for a picture "
+                "(add overviews, e.g. gdaladdo -r average)"
+            )  # fmt: skip
+        width, height = max(1, round(ds.width / factor)), max(1, round(ds.height / factor))
+        try:
+            with gdal_env(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                if level is None:
+                    src, note = ds, "read whole (no overviews)" if factor > 1 else "full resolution"
+                    data = src.read(self.bands, out_shape=(len(self.bands), height, width),
+                                    resampling=Resampling[resampling], masked=True)  # fmt: skip
+                else:
+                    note = f"overview 1:{levels[level]}"
+                    with rasterio.open(self.path, overview_level=level) as src:
+                        data = src.read(self.bands, out_shape=(len(self.bands), height, width),
+                                        resampling=Resampling[resampling], masked=True)  # fmt: skip
+        except RasterioError as exc:
+            raise SceneError(f"scene '{self.path}': cannot read an overview ({one_line(exc)})") from exc
+        transform = ds.transform * Affine.scale(ds.width / width, ds.height / height)
+        return np.ma.filled(data.astype(np.float32, copy=False), np.nan), transform, note
 
     def close(self) -> None:
         if self._ds is not None:

@@ -16,6 +16,7 @@ import rasterio
 import shapely
 from affine import Affine
 from rasterio import features
+from rasterio.enums import Resampling
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
@@ -37,7 +38,8 @@ def write_scene(
     block: int = 512,
 ) -> Path:
     """Write a tiled, deflate-compressed GeoTIFF whose blocks come from ``draw(window)``
-    (returning ``(count, h, w)``), to a temporary file renamed into place."""
+    (returning ``(count, h, w)``), with averaged overviews down to under 512 pixels a side (as
+    delivered scenes have them), to a temporary file renamed into place."""
     path = Path(path)
     profile = dict(
         driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs,
@@ -49,6 +51,9 @@ def write_scene(
             for col in range(0, width, block):
                 window = Window(col, row, min(block, width - col), min(block, height - row))
                 dst.write(draw(window), window=window)
+        factors = [2**k for k in range(1, 16) if max(width, height) / 2 ** (k - 1) > 512]
+        if factors:
+            dst.build_overviews(factors, Resampling.average)
     return path
 
 

@@ -574,3 +574,32 @@ def test_stac_item_footprint_is_the_scene_in_lonlat(tmp_path):
     lon, lat = np.asarray(geom["coordinates"][0]).T
     assert geom["type"] == "Polygon" and len(lon) > 5
     assert 2.9 < lon.min() < lon.max() < 3.1 and 49.6 < lat.min() < lat.max() < 49.7  # zone 31 N, 5500 km
+
+
+def test_semantic_run_catalogues_its_masks_and_draws_them(tmp_path):
+    """A semantic job's STAC Items list the class mask (a COG) beside the outlines, and its HTML
+    report draws the mask over the scene."""
+    import pystac
+
+    from geoseg.batch.runner import run_job
+
+    write_raster(tmp_path / "a.tif", objects_array(700, 600, seed=5))
+    (tmp_path / "job.yaml").write_text(
+        "name: sem\ninputs: [{glob: a.tif}]\nmodel: geoseg.models.plugins:threshold_semantic\n"
+        "model_args: {threshold: 100}\ntiling: {tile_size: 256, overlap: 32}\n"
+        "outputs: {dir: out, mask: tif, report: html}\nstore: tiles\n"
+    )
+    report = run_job(load_job(tmp_path / "job.yaml"))
+    assert report.counts()["done"] == 1
+    item = pystac.read_file(str(tmp_path / "out" / "stac" / "collection.json")).get_item("a", recursive=True)
+    from pystac.extensions.label import LabelExtension
+
+    assert LabelExtension.ext(item).label_tasks == ["segmentation"]
+    mask = item.assets["mask"]
+    assert mask.media_type == "image/tiff; application=geotiff; profile=cloud-optimized"
+    assert Path(mask.get_absolute_href()) == (tmp_path / "out" / "a.mask.tif").resolve()
+    assert "labels-raster" in mask.roles
+    html = (tmp_path / "out" / "sem.report.html").read_text()
+    data = json.loads(html.split('id="report-data">')[1].split("</script>")[0])
+    assert data["scenes"][0]["overlay"].startswith("data:image/png;base64,")
+    assert data["scenes"][0]["objects"]  # the outlines too

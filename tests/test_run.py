@@ -500,6 +500,12 @@ def test_nightly_job_runs_as_shipped(tmp_path):
     assert (out / "scene1.geojson").exists() and (out / "scene2.geojson").exists()
     report = json.loads((out / "nightly-tankers.report.json").read_text())
     assert report["done"] == 2 and report["objects"] >= 1
+    assert (out / "nightly-tankers.report.html").exists() and report["stac"] == "stac/collection.json"
+    import pystac
+
+    items = list(pystac.read_file(str(out / "stac" / "collection.json")).get_items())
+    assert sorted(i.id for i in items) == ["scene1", "scene2"]
+    assert sum(i.properties["geoseg:objects"] for i in items) == report["objects"]
     assert "skip" in run(tmp_path / "jobs" / "nightly-tankers.yaml", "--dry-run").stdout
     first = outputs(out)
     r = run(tmp_path / "jobs" / "nightly-tankers.yaml", "--force", "--workers", "2")  # a LocalCluster

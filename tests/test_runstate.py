@@ -305,7 +305,7 @@ def test_a_job_folder_with_a_json_manifest_is_migrated_and_its_done_scenes_skipp
         p.unlink()
     write_manifest(job_dir, scenes, combined)
     written = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if not p.name.startswith("mig.report")}
-    assert sorted(written) == ["mig.gpkg", "s1.geojson", "s2.geojson"]
+    assert sorted(written) == ["mig.gpkg", "s1.geojson", "s2.geojson", "stac"]
 
     r = CliRunner().invoke(cli, ["run", str(job), "--dry-run"])  # reads the JSON, migrates nothing
     assert r.exit_code == 0, r.output

@@ -69,11 +69,15 @@ def train():
     "--rotated-view", is_flag=True,
     help="Record that geoseg predict also runs tiles turned by 45 degrees (its --rotated-view default).",
 )  # fmt: skip
+@click.option(
+    "--keep-holes", is_flag=True,
+    help="Record that the classes may have holes (by default they are solid: fill_holes lists them).",
+)  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @click.pass_context
 def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations, batch_size, chip_size, lr,
-             val_every, focus, hard_negatives, val_chips, max_gsd, rotated_view, seed,
+             val_every, focus, hard_negatives, val_chips, max_gsd, rotated_view, keep_holes, seed,
              overwrite):  # fmt: skip
     """Train Mask R-CNN on scenes with polygon labels; the best checkpoint by validation F1 is kept.
 
@@ -87,7 +91,7 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
     opts = TrainOptions(
         config=config, iterations=iterations, batch_size=batch_size, chip_size=chip_size, lr=lr,
         val_every=val_every, focus=focus, hard_negatives=hard_negatives, val_chips=val_chips, seed=seed,
-        pretrained=pretrained, max_gsd=max_gsd, rotated_view=rotated_view,
+        pretrained=pretrained, max_gsd=max_gsd, rotated_view=rotated_view, solid=not keep_holes,
     )  # fmt: skip
     command = "geoseg train maskrcnn " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
     quiet = ctx.obj.get("quiet", False)
@@ -163,11 +167,16 @@ def _parse_window(ctx, param, value):
     show_default=True,
     help="Recorded in the checkpoint: predictions drop regions under this many pixels by default.",
 )
+@click.option(
+    "--spacing", type=click.FloatRange(0, min_open=True), default=None, metavar="MM",
+    help="Recorded in the checkpoint: the training slices' pixel spacing; slices whose files record "
+    "another (DICOM, NIfTI) are resampled to it by geoseg predict.",
+)  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @click.pass_context
 def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, tile, window, depth,
-         base_width, down, up, norm, lr, classes, val_fraction, no_augment, streaks, min_area, seed,
+         base_width, down, up, norm, lr, classes, val_fraction, no_augment, streaks, min_area, spacing, seed,
          overwrite):  # fmt: skip
     """Train a U-Net on image/mask folders; the best checkpoint by validation Dice is kept."""
     # OpenMP threads that spin while waiting slow training several-fold when other processes share
@@ -188,7 +197,7 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
     opts = UNetTrainOptions(
         epochs=epochs, batch_size=batch_size, tile=tile, depth=depth, base_width=base_width, down=down, up=up,
         norm=norm, lr=lr, window=window, classes=names, seed=seed, val_fraction=val_fraction,
-        augment=not no_augment, streaks=streaks, min_area=min_area,
+        augment=not no_augment, streaks=streaks, min_area=min_area, spacing=spacing,
     )  # fmt: skip
     command = "geoseg train unet " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
     quiet = ctx.obj.get("quiet", False)

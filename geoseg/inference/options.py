@@ -181,6 +181,11 @@ class PredictOptions:
         True, key="predict.any_size", flag="--any-size", kind=bool, invert=True, family="instance",
         help="Keep objects outside the sizes the checkpoint was trained on (its object_limits).",
     )  # fmt: skip
+    fill_holes: bool = option(
+        True, key="predict.keep_holes", flag="--keep-holes", kind=bool, invert=True, family="instance",
+        help="Keep holes in objects of the classes the checkpoint says have none (its fill_holes): by "
+        "default their holes are filled, so a hull is one solid outline.",
+    )  # fmt: skip
     gsd: float | None = option(
         None, key="predict.gsd", flag="--gsd", kind=float, parse=parse_gsd, family="instance",
         default_text="the model's max_gsd, for coarser scenes",
@@ -201,6 +206,16 @@ class PredictOptions:
     blend: str = option(
         "gaussian", key="predict.blend", flag="--blend", kind=BLENDS, family="semantic",
         help="Weights of overlapping tiles.",
+    )  # fmt: skip
+    spacing: float | None = option(
+        None, key="predict.spacing", flag="--spacing", kind=float, parse=parse_gsd, family="semantic",
+        default_text="the model's spacing_mm",
+        metavar="MM|native", takes="a pixel spacing in millimetres (> 0) or 'native'",
+        yaml=("number|word", ("native",)),
+        conflict="pixel spacing is for semantic models on slices",
+        help="See slices (DICOM, NIfTI) at this pixel spacing, resampled from the spacing their file "
+        "records; masks and outlines come back on the input's grid. Default: the checkpoint's "
+        "spacing_mm; 'native' keeps each slice's own grid.",
     )  # fmt: skip
     slices: tuple[int, ...] | None = option(
         None, key="predict.slices", flag="--slices", kind=str, parse=parse_slices, family="semantic",

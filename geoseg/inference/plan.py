@@ -197,6 +197,13 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
         images = [SliceRef(ref.path, ref.bands, index=k, axis=axis, hu_window=hu_window) for k in indexes]
     else:
         images = [ref]
+    spacing = resolve_spacing(seg, opts)
+    if spacing is not None and is_slice_file(ref.path):  # seen at the model's pixel spacing
+        images = [
+            replace(im, spacing=spacing) if isinstance(im, SliceRef)
+            else SliceRef(im.path, im.bands, axis=axis, hu_window=hu_window, spacing=spacing)
+            for im in images
+        ]  # fmt: skip
     with images[0].open(warn=False) as sc:
         refined = trained_bands(images[0], seg, sc.count)
     images = [replace(im, bands=refined.bands) for im in images]
@@ -206,6 +213,9 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
         meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
         pixel_space = bool(getattr(sc, "pixel_space", False))
         crs, transform, height, width = sc.crs, sc.transform, sc.height, sc.width
+        plane, native = None, getattr(sc, "native_spacing", None)
+        if getattr(sc, "input_shape", (height, width)) != (height, width):  # resampled: masks come back
+            plane, (height, width), transform = (height, width), sc.input_shape, None
         images[0] = sc.ref if not volume else images[0]
     names = []
     if volume:
@@ -216,20 +226,36 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
         if volume:
             shape = tuple(nifti.shape[:3]) if nifti is not None else (count, height, width)
             vol_axis = (2 if axis is None else axis) if nifti is not None else 0
-            writer = MaskWriter(mask_path, shape, axis=vol_axis, nifti=nifti, overwrite=outputs.overwrite)
+            writer = MaskWriter(mask_path, shape, axis=vol_axis, nifti=nifti, overwrite=outputs.overwrite,
+                                plane=plane)  # fmt: skip
         else:
             writer = MaskWriter(mask_path, (height, width), crs=crs, transform=transform,
-                                overwrite=outputs.overwrite)  # fmt: skip
+                                overwrite=outputs.overwrite, plane=plane)  # fmt: skip
     header = {
         "scene": ref.path, "width": grid.width, "height": grid.height, "tile_size": grid.size,
         "overlap": grid.overlap, "stride": grid.align, "blend": blend,
         "tiles": len(grid.tiles()) * len(images), "pixel_space": pixel_space,
         "mask": None if mask_path is None else str(mask_path),
     }  # fmt: skip
+    if plane is not None:
+        header.update(native_spacing_mm=list(native), spacing_mm=list(spacing))
     if volume:
         header.update(slices=len(images), volume=True)
     return SceneWork("semantic", model, opts, grid, images, meta, header, outputs, pixel_space, None, blend,
                      writer, indexes, sinks, outlines, names)  # fmt: skip
+
+
+def resolve_spacing(seg: Segmenter, opts: PredictOptions) -> tuple[float, float] | None:
+    """The pixel spacing (mm, rows and columns) slices are seen at: ``opts.spacing``, else the
+    checkpoint's ``spacing_mm`` (a number or a pair); None (``native``, or neither) keeps each slice's
+    own grid."""
+    if opts.spacing == 0:
+        return None
+    value = opts.spacing if opts.spacing is not None else model_metadata(seg).get("spacing_mm")
+    if value is None:
+        return None
+    pair = (value, value) if isinstance(value, int | float) else tuple(value)
+    return (float(pair[0]), float(pair[1]))
 
 
 def resolve_gsd(ref: SceneRef, seg: Segmenter, opts: PredictOptions, native: float | None) -> SceneRef:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -299,6 +299,7 @@ def reduce_instances(work: SceneWork, *results) -> SceneOutcome:
         objects = merge_instances(
             parts, tiles_by_index, iou_threshold=opts.iou_threshold, ios_threshold=opts.ios_threshold
         )
+        objects, filled = fill_holes(objects, seg, opts)
         min_area = resolve_min_area(opts, seg)
         if min_area > 0:  # on whole objects: filtering tile parts would depend on the tiling
             objects = drop_small(objects, min_area)
@@ -312,6 +313,7 @@ def reduce_instances(work: SceneWork, *results) -> SceneOutcome:
             "tile_parts": len(parts),
             "objects": len(features),
             "objects_outside_limits": outside,
+            "holes_filled": filled,
             "model_seconds": sum(r.model_seconds for r in results),
         }
         return _deliver(work, features, stats)
@@ -483,6 +485,38 @@ def apply_object_limits(features: gpd.GeoDataFrame, seg: Segmenter, opts: Predic
     kept = features[keep].reset_index(drop=True)
     kept["id"] = np.arange(1, len(kept) + 1, dtype=np.int64)
     return kept, int((~keep).sum())
+
+
+def fill_holes(objects: list[MergedObject], seg: Segmenter, opts: PredictOptions):
+    """Objects of the classes the checkpoint lists in ``fill_holes`` (solid things, such as hulls,
+    whose masks can skip a bright superstructure) with their holes filled, and how many holes that
+    filled; an object of such a class that lay inside a filled hole is part of the solid object now
+    and leaves the list. ``opts.fill_holes`` False keeps every hole."""
+    names = model_metadata(seg).get("fill_holes") or []
+    solid = {i for i, c in enumerate(seg.classes) if c in names}
+    if not (opts.fill_holes and solid):
+        return objects, 0
+    out, filled, grown = [], 0, []
+    for o in objects:
+        parts = shapely.get_parts(o.geometry)
+        holes = int(shapely.get_num_interior_rings(parts).sum())
+        if o.label in solid and holes:
+            o = replace(o, geometry=shapely.union_all(shapely.polygons(shapely.get_exterior_ring(parts))))
+            filled += holes
+            grown.append(len(out))
+        out.append(o)
+    if grown:  # objects that sat in a hole (an island the model saw apart) are inside a solid one now
+        tree = shapely.STRtree([out[i].geometry for i in grown])
+        inside = set()
+        for n, o in enumerate(out):
+            if o.label not in solid:
+                continue
+            for k in tree.query(o.geometry, predicate="within"):
+                host = grown[int(k)]
+                if host != n and out[host].label == o.label:
+                    inside.add(n)
+        out = [o for n, o in enumerate(out) if n not in inside]
+    return out, filled
 
 
 def drop_small(objects: list[MergedObject], min_area: float) -> list[MergedObject]:

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 from geoseg.errors import OutputError
 from geoseg.io.atomic import check_writable
 from geoseg.io.gdal import gdal_env
-from geoseg.io.slices import extension
+from geoseg.io.slices import extension, resize_labels
 
 MASK_EXTENSIONS = (".tif", ".tiff", ".png", ".nii", ".nii.gz", ".npy")
 VOLUME_MASK_EXTENSIONS = (".nii", ".nii.gz", ".npy")
@@ -63,6 +63,10 @@ class MaskWriter:
         Georeferencing of a GeoTIFF mask (None and identity for pixel-space slices).
     nifti
         The input's NIfTI image, whose affine and header a NIfTI mask keeps.
+    plane
+        ``(h, w)`` of the grid each image was predicted on, where that differs from the input's
+        (a slice resampled to the model's pixel spacing): blocks are written on that grid, in
+        memory, and each image is resized back to the input's size (nearest class) when committed.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class MaskWriter:
         transform: Affine | None = None,
         nifti=None,
         overwrite: bool = False,
+        plane: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.ext = extension(path)
@@ -87,7 +92,10 @@ class MaskWriter:
         self.crs, self.transform, self.nifti = crs, transform, nifti
         self._ds = None
         self._array = None
-        if self.ext in (".tif", ".tiff"):
+        own = self.shape[-2:] if not self.volume else tuple(s for i, s in enumerate(self.shape) if i != axis)
+        self.plane = tuple(int(v) for v in plane) if plane is not None and tuple(plane) != own else None
+        self._planes: dict = {}  # image index -> its class indexes on the grid it was predicted on
+        if self.ext in (".tif", ".tiff") and self.plane is None:
             self._create_tiff()
         else:
             self._array = np.zeros(self.shape, np.uint8)
@@ -180,7 +188,13 @@ class MaskWriter:
         return lambda r0, c0, h, w: target[r0 : r0 + h, c0 : c0 + w].copy()
 
     def _image(self, index: int | None) -> np.ndarray:
-        """The in-memory array of one image: the whole array, or a view of slice ``index``."""
+        """The in-memory array of one image: the whole array, or a view of slice ``index``; on the
+        prediction grid where that differs (``plane``)."""
+        if self.plane is not None:
+            return self._planes.setdefault(index, np.zeros(self.plane, np.uint8))
+        return self._input_image(index)
+
+    def _input_image(self, index: int | None) -> np.ndarray:
         if not self.volume:
             return self._array
         sel: list = [slice(None)] * 3
@@ -189,7 +203,14 @@ class MaskWriter:
 
     def commit(self) -> None:
         try:
-            if self._array is None:
+            for index, labels in self._planes.items():  # back to the input's grid
+                self._input_image(index)[...] = resize_labels(labels, self._input_image(index).shape)
+            if self.ext in (".tif", ".tiff") and self._array is not None:
+                self._create_tiff()
+                self._dataset().write(self._array[None])
+                self.release()
+                self._to_cog()
+            elif self._array is None:
                 self.release()
                 self._to_cog()
             elif self.ext == ".npy":

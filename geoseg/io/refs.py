@@ -60,19 +60,24 @@ class SliceRef(SceneRef):
         sliced along their first axis.
     hu_window
         ``(center, width)``: clip DICOM values (in HU) to this window.
+    spacing
+        ``(rows, columns)`` mm: see the slice resampled to this pixel spacing where its file
+        records another (see :class:`~geoseg.io.slices.SliceScene`).
     """
 
     index: int | None = None
     axis: int | None = None
     hu_window: tuple[float, float] | None = None
+    spacing: tuple[float, float] | None = None
 
     def open(self, *, warn: bool = True) -> SliceScene:  # a slice is in pixel space: nothing to warn of
         return _slice_with_ref(SliceScene(self.path, bands=self.bands, index=self.index, axis=self.axis,
-                                          hu_window=self.hu_window))  # fmt: skip
+                                          hu_window=self.hu_window, spacing=self.spacing))  # fmt: skip
 
 
 def _slice_with_ref(sc: SliceScene) -> SliceScene:
-    sc.ref = SliceRef(sc.path, tuple(sc.bands), index=sc.index, axis=sc.axis, hu_window=sc.hu_window)
+    sc.ref = SliceRef(sc.path, tuple(sc.bands), index=sc.index, axis=sc.axis, hu_window=sc.hu_window,
+                      spacing=sc.spacing)  # fmt: skip
     return sc
 
 

@@ -180,6 +180,60 @@ def volume_slice(img, index: int, axis: int) -> np.ndarray:
     return np.asarray(img.dataobj[tuple(sel)])
 
 
+def pixel_spacing(path: str | os.PathLike, axis: int | None = None) -> tuple[float, float] | None:
+    """A slice file's pixel spacing in millimetres as ``(rows, columns)``: DICOM ``PixelSpacing``,
+    or a NIfTI volume's voxel sizes in the plane of its slices along ``axis`` (default 2); None for
+    formats that do not record one (NumPy, PNG, TIFF) or a file that records none."""
+    ext = extension(path)
+    try:
+        if ext == ".dcm":
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            value = ds.get("PixelSpacing")
+            spacing = (float(value[0]), float(value[1])) if value is not None and len(value) == 2 else None
+        elif ext in VOLUME_EXTENSIONS:
+            zooms = read_volume(path).header.get_zooms()[:3]
+            a = DEFAULT_VOLUME_AXIS if axis is None else int(axis)
+            spacing = tuple(float(z) for i, z in enumerate(zooms) if i != a)
+        else:
+            return None
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise SceneError(f"scene '{path}': cannot read its pixel spacing ({one_line(exc)})") from exc
+    if spacing is None or not all(np.isfinite(v) and v > 0 for v in spacing):
+        return None
+    return spacing
+
+
+def resample_plane(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(C, H, W)`` float32 resampled bilinearly to ``(C, *shape)`` (pixel centres kept aligned);
+    NaN pixels stay NaN (nearest), the rest never mix with them."""
+    from scipy import ndimage
+
+    h0, w0 = data.shape[-2:]
+    rows = (np.arange(shape[0]) + 0.5) * (h0 / shape[0]) - 0.5
+    cols = (np.arange(shape[1]) + 0.5) * (w0 / shape[1]) - 0.5
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    out = np.empty((data.shape[0], *shape), np.float32)
+    for i, band in enumerate(np.asarray(data, np.float32)):
+        nan = np.isnan(band)
+        filled = np.where(nan, np.nanmean(band) if not nan.all() else 0.0, band)
+        out[i] = ndimage.map_coordinates(filled, [rr, cc], order=1, mode="nearest")
+        if nan.any():
+            out[i][ndimage.map_coordinates(nan.astype(np.uint8), [rr, cc], order=0, mode="nearest") > 0] = (
+                np.nan
+            )
+    return out
+
+
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A class-index image at another size, each output pixel taking the class at its centre."""
+    h, w = labels.shape
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * (h / shape[0])).astype(int), h - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * (w / shape[1])).astype(int), w - 1)
+    return labels[rows][:, cols]
+
+
 # -- slices as scenes -----------------------------------------------------------------------------
 @dataclass
 class SliceScene:
@@ -189,7 +243,11 @@ class SliceScene:
     Attributes: ``width``, ``height``, ``count``, ``bands``, ``crs``, ``gsd`` and ``native_gsd``
     (always None), ``transform`` (identity: pixel space), ``name``, ``path``, ``ref``; ``affine`` is
     the NIfTI volume's voxel to world affine (None for other files), ``slices`` how many slices the
-    file holds.
+    file holds, ``native_spacing`` the file's pixel spacing in mm (``(rows, columns)``, or None).
+
+    With ``spacing`` (mm, ``(rows, columns)``), a slice whose file records another spacing is seen
+    resampled to it (bilinearly): width and height are the new grid's, and ``transform`` maps its
+    pixels back to the file's (``input_shape``), so outlines land on the input image.
     """
 
     path: str
@@ -197,11 +255,14 @@ class SliceScene:
     index: int | None = None
     axis: int | None = None
     hu_window: tuple[float, float] | None = None
+    spacing: tuple[float, float] | None = None
     crs: None = field(default=None, init=False)
     gsd: None = field(default=None, init=False)
     native_gsd: None = field(default=None, init=False)
     affine: np.ndarray | None = field(default=None, init=False, repr=False)
     slices: int = field(default=1, init=False)
+    native_spacing: tuple[float, float] | None = field(default=None, init=False)
+    input_shape: tuple[int, int] = field(default=(0, 0), init=False)
     #: the :class:`geoseg.io.refs.SliceRef` that reopens this slice (set by its ``open``)
     ref: Any = field(default=None, init=False, repr=False)
     _data: np.ndarray | None = field(default=None, init=False, repr=False)
@@ -232,6 +293,11 @@ class SliceScene:
         if bad:
             raise SceneError(f"scene '{self.path}': band {bad[0]} does not exist (the slice has {count})")
         self.bands = bands
+        self.input_shape = (int(data.shape[-2]), int(data.shape[-1]))
+        self.native_spacing = pixel_spacing(self.path, self.axis)
+        shape = resampled_shape(self.input_shape, self.native_spacing, self.spacing)
+        if shape != self.input_shape:
+            data = resample_plane(np.asarray(data), shape)
         self._data = data
 
     def _load_stack(self):
@@ -276,7 +342,11 @@ class SliceScene:
 
     @property
     def transform(self) -> Affine:
-        return Affine.identity()
+        """Grid pixels to the file's pixels: identity, or a scale where the slice is resampled."""
+        h0, w0 = self.input_shape
+        if (h0, w0) == (self.height, self.width):
+            return Affine.identity()
+        return Affine.scale(w0 / self.width, h0 / self.height)
 
     @property
     def pixel_space(self) -> bool:
@@ -304,6 +374,17 @@ class SliceScene:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def resampled_shape(shape: tuple[int, int], native, target) -> tuple[int, int]:
+    """The size of a ``shape`` slice at ``native`` spacing seen at ``target`` spacing (mm, rows and
+    columns); the same size when either is unknown or they agree within 1 %."""
+    if native is None or target is None:
+        return tuple(shape)
+    factors = [n / t for n, t in zip(native, target, strict=True)]
+    if all(abs(f - 1) <= 0.01 for f in factors):
+        return tuple(shape)
+    return tuple(max(1, round(s * f)) for s, f in zip(shape, factors, strict=True))
 
 
 class _VolumeSlices:

@@ -50,6 +50,7 @@ class TrainOptions:
     # model sees them; rotated_view turns on the 45-degree second view (see geoseg.models.maskrcnn)
     max_gsd: float | None = None
     rotated_view: bool = False
+    solid: bool = True  # the classes have no holes: recorded as fill_holes
 
 
 @dataclass
@@ -201,6 +202,7 @@ def train_maskrcnn(
         "measures": list(SHIP_MEASURES),
         **({"max_gsd": float(opts.max_gsd)} if opts.max_gsd else {}),
         **({"rotated_view": True} if opts.rotated_view else {}),
+        **({"fill_holes": [c for c in opts.classes if c != "background"]} if opts.solid else {}),
         "training": training_record(
             command,
             data_fingerprint=fingerprint(train + val),

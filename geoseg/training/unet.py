@@ -44,6 +44,7 @@ class UNetTrainOptions:
     augment: bool = True
     streaks: float = 0.0  # share of training crops given synthetic streak artefacts
     min_area: float = 0.0  # recorded: predictions drop regions under this many pixels by default
+    spacing: float | None = None  # recorded as spacing_mm: slices at another spacing are resampled to it
     extra: dict = field(default_factory=dict)  # recorded in the checkpoint's training section
 
 
@@ -237,6 +238,7 @@ def train_unet(
         "tile_size": opts.tile,
         "overlap": opts.tile // 4,
         "min_area": float(opts.min_area),
+        **({"spacing_mm": [float(opts.spacing)] * 2} if opts.spacing else {}),
         "training": training_record(
             command,
             data_fingerprint=data_fingerprint(pairs + val_pairs),

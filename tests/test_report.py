@@ -330,3 +330,31 @@ def test_report_errors_are_one_line_and_write_nothing(tmp_path):
     )
     assert r.returncode == 1 and "already exists" in r.stderr and out.read_text() == "keep"
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_demo_pipeline_report_shows_the_tankers_found(tmp_path):
+    """make demo's last three steps (predict with the committed model, eval, report) on a smaller
+    scene of the same kind: the page draws every tanker found, and most true ones have a match."""
+    b = browser()
+    scene = tmp_path / "scene.tif"
+    found_path, truth_path = str(tmp_path / "tankers.geojson"), str(tmp_path / "scene.truth.geojson")
+    steps = [
+        ["synth", "tankers", str(scene), "--size", "2048", "--gsd", "1.5", "--crs", "EPSG:32631",
+         "--seed", "7", "--clouds"],
+        ["predict", str(scene), "-m", "tankers-light", "-o", found_path],
+        ["report", found_path, "-s", str(scene), "-t", truth_path, "-o", str(tmp_path / "report.html")],
+    ]  # fmt: skip
+    for step in steps:
+        r = subprocess.run([*GEOSEG, *step], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    found = len(json.loads((tmp_path / "tankers.geojson").read_text())["features"])
+    true = len(json.loads((tmp_path / "scene.truth.geojson").read_text())["features"])
+    load = b.load((tmp_path / "report.html").as_uri(), expressions=[
+        "window.geosegReport.drawn", MAGENTA, "document.querySelector('#cards').textContent",
+    ])  # fmt: skip
+    keep("demo-like-report.png", load.screenshot)
+    offline(load)
+    drawn, magenta, cards = load.values.values()
+    assert drawn == found and found >= 0.8 * true and magenta > 10 * found
+    assert "F1" in cards and "recall" in cards

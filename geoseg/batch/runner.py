@@ -37,7 +37,7 @@ from pathlib import Path
 
 from geoseg.batch.cluster import open_cluster
 from geoseg.batch.jobs import Job, JobError, ScenePlan, expand_inputs, inside
-from geoseg.batch.runstate import RunState
+from geoseg.batch.runstate import RunState, results_digest
 from geoseg.clock import utc_now
 from geoseg.errors import GeosegError, one_line
 from geoseg.inference.engine import execute, make_runner, torch_threads_for
@@ -460,11 +460,7 @@ def _write_combined(job: Job, state: RunState, events) -> str | None:
     ext = FORMATS[job.combined][0]
     path = inside(job.out_dir, job.name + ext)
     done = state.records("done")  # sorted by key
-    digest = hashlib.sha256(
-        json.dumps(
-            [(k, r["fingerprint"], r["model_hash"], r["params_hash"], r["finished"]) for k, r in done]
-        ).encode()
-    ).hexdigest()[:16]
+    digest = results_digest(done)
     if state.combined.get("state") == digest and os.path.exists(path):
         return os.path.basename(path)
     import geopandas as gpd

@@ -21,6 +21,7 @@ first writable open, in the transaction that creates the database; the JSON file
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -189,6 +190,15 @@ class RunState:
             db.execute(sql, params)  # autocommit: the statement is its own transaction
         except sqlite3.Error as exc:
             raise GeosegError(f"state '{self.path}': cannot record the update ({exc})") from None
+
+
+def results_digest(done: list[tuple[str, dict]], extra=None) -> str:
+    """What identifies the done scenes' results (key, input, model, settings, finish time), for
+    outputs made from all of them (the combined layer, the STAC Collection) to be rebuilt only
+    when one changed; ``extra`` adds what else such an output depends on."""
+    rows = [(k, r["fingerprint"], r["model_hash"], r["params_hash"], r["finished"]) for k, r in done]
+    payload = rows if extra is None else [rows, extra]
+    return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()[:16]
 
 
 def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -157,23 +156,17 @@ def _source_link(key: str, rec: dict):
     )
 
 
-def _state_digest(done: list[tuple[str, dict]], extra: list) -> str:
-    rows = [
-        (k, r.get("fingerprint"), r.get("model_hash"), r.get("params_hash"), r.get("finished"))
-        for k, r in done
-    ]
-    return hashlib.sha256(json.dumps([rows, extra], default=str).encode()).hexdigest()[:16]
-
-
 def write_collection(job, state, model, seg) -> str:
     """Write (or leave, when nothing changed) the job's results Collection; returns its path
     relative to the outputs folder."""
     import pystac
 
+    from geoseg.batch.runstate import results_digest
+
     done = state.records("done")
     target = os.path.join(job.out_dir, STAC_DIR)
     collection_file = os.path.join(target, "collection.json")
-    digest = _state_digest(done, _collection_assets(job))
+    digest = results_digest(done, _collection_assets(job))
     with contextlib.suppress(OSError, ValueError):
         with open(collection_file, encoding="utf-8") as f:
             if json.load(f).get("geoseg:state") == digest:
@@ -200,7 +193,7 @@ def write_collection(job, state, model, seg) -> str:
     temporal = [[min(times), max(times)]] if times else [[None, None]]
     collection = pystac.Collection(
         id=job.name,
-        description=(getattr(job, "description", None) or f"Results of the geoseg job {job.name}"),
+        description=f"Results of the geoseg job {job.name}",
         extent=pystac.Extent(pystac.SpatialExtent(spatial), pystac.TemporalExtent(temporal)),
         license="other",
         stac_extensions=[LABEL_EXTENSION],
@@ -208,7 +201,6 @@ def write_collection(job, state, model, seg) -> str:
         summaries=pystac.Summaries({"label:type": ["vector"]}),
     )
     collection.add_items(items)
-    os.makedirs(job.out_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{STAC_DIR}-tmp-", dir=job.out_dir)  # a sibling: relative hrefs hold
     try:
         os.chmod(tmp, 0o755)

@@ -498,9 +498,9 @@ def fill_holes(objects: list[MergedObject], seg: Segmenter, opts: PredictOptions
         return objects, 0
     out, filled, grown = [], 0, []
     for o in objects:
-        parts = shapely.get_parts(o.geometry)
-        holes = int(shapely.get_num_interior_rings(parts).sum())
-        if o.label in solid and holes:
+        parts = shapely.get_parts(o.geometry) if o.label in solid else []
+        holes = int(shapely.get_num_interior_rings(parts).sum()) if len(parts) else 0
+        if holes:
             o = replace(o, geometry=shapely.union_all(shapely.polygons(shapely.get_exterior_ring(parts))))
             filled += holes
             grown.append(len(out))

@@ -6,6 +6,7 @@ source has nodata, a mask, or NaN. A whole scene is never read at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -234,28 +235,37 @@ class Scene:
         gives no picture (``None``) rather than a read of the whole scene.
         """
         ds = self._ds
-        factor = max(1.0, max(ds.width, ds.height) / max_side)
+        side, pixels = max(ds.width, ds.height), ds.width * ds.height
+        factor = max(1.0, side / max_side)
         levels = ds.overviews(self.bands[0])
-        usable = [k for k, f in enumerate(levels) if max(ds.width, ds.height) / f >= max_side]
-        level = usable[-1] if usable else (0 if levels else None)
-        if level is None and factor > 1 and ds.width * ds.height > full_read_limit:
+        usable = [k for k, f in enumerate(levels) if side / f >= max_side]
+        if usable:
+            level = usable[-1]
+        elif pixels <= full_read_limit or not levels:  # overviews smaller than asked: the raster itself
+            level = None
+        else:
+            level = 0
+        if level is None and factor > 1 and pixels > full_read_limit:
             return None, ds.transform * Affine.scale(factor), (
                 f"no overviews: {ds.width} x {ds.height} is too large to read whole for a picture "
                 "(add overviews, e.g. gdaladdo -r average)"
             )  # fmt: skip
+        if level is not None:
+            note = f"overview 1:{levels[level]}"
+        elif factor > 1:
+            note = "read whole" + ("" if levels else " (no overviews)")
+        else:
+            note = "full resolution"
         width, height = max(1, round(ds.width / factor)), max(1, round(ds.height / factor))
         try:
             with gdal_env(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                if level is None:
-                    src, note = ds, "read whole (no overviews)" if factor > 1 else "full resolution"
+                with contextlib.ExitStack() as stack:
+                    src = ds
+                    if level is not None:  # only that overview is read
+                        src = stack.enter_context(rasterio.open(self.path, overview_level=level))
                     data = src.read(self.bands, out_shape=(len(self.bands), height, width),
                                     resampling=Resampling[resampling], masked=True)  # fmt: skip
-                else:
-                    note = f"overview 1:{levels[level]}"
-                    with rasterio.open(self.path, overview_level=level) as src:
-                        data = src.read(self.bands, out_shape=(len(self.bands), height, width),
-                                        resampling=Resampling[resampling], masked=True)  # fmt: skip
         except RasterioError as exc:
             raise SceneError(f"scene '{self.path}': cannot read an overview ({one_line(exc)})") from exc
         transform = ds.transform * Affine.scale(ds.width / width, ds.height / height)

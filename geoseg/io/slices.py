@@ -12,6 +12,7 @@ outputs). PNG, JPEG and TIFF slices are read by GDAL through :class:`geoseg.io.s
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -261,7 +262,6 @@ class SliceScene:
     native_gsd: None = field(default=None, init=False)
     affine: np.ndarray | None = field(default=None, init=False, repr=False)
     slices: int = field(default=1, init=False)
-    native_spacing: tuple[float, float] | None = field(default=None, init=False)
     input_shape: tuple[int, int] = field(default=(0, 0), init=False)
     #: the :class:`geoseg.io.refs.SliceRef` that reopens this slice (set by its ``open``)
     ref: Any = field(default=None, init=False, repr=False)
@@ -294,8 +294,9 @@ class SliceScene:
             raise SceneError(f"scene '{self.path}': band {bad[0]} does not exist (the slice has {count})")
         self.bands = bands
         self.input_shape = (int(data.shape[-2]), int(data.shape[-1]))
-        self.native_spacing = pixel_spacing(self.path, self.axis)
-        shape = resampled_shape(self.input_shape, self.native_spacing, self.spacing)
+        shape = self.input_shape
+        if self.spacing is not None:  # the file's own spacing is read only when another is asked for
+            shape = resampled_shape(self.input_shape, self.native_spacing, self.spacing)
         if shape != self.input_shape:
             data = resample_plane(np.asarray(data), shape)
         self._data = data
@@ -328,6 +329,11 @@ class SliceScene:
         raise SceneError(f"scene '{self.path}': unsupported slice type '{ext}'")
 
     # -- metadata ---------------------------------------------------------------------------
+    @functools.cached_property
+    def native_spacing(self) -> tuple[float, float] | None:
+        """The file's pixel spacing in mm (see :func:`pixel_spacing`), read once."""
+        return pixel_spacing(self.path, self.axis)
+
     @property
     def width(self) -> int:
         return int(self._data.shape[-1])

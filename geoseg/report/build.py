@@ -29,7 +29,8 @@ from geoseg.io.atomic import check_writable, write_text_atomic
 COLUMNS = ("id", "class", "score", "length_m", "beam_m", "heading_deg", "area_m2")
 #: class colours of mask overlays (class 1, 2, ...), RGB
 PALETTE = ((255, 212, 0), (0, 200, 255), (255, 120, 0), (120, 255, 80), (255, 80, 200), (160, 120, 255))
-MASK_EXTENSIONS = (".tif", ".tiff", ".png", ".npy")
+#: mask files the report draws (volumes are scored, not drawn)
+DRAWN_MASKS = (".tif", ".tiff", ".png", ".npy")
 
 
 class ReportError(GeosegError):
@@ -53,9 +54,9 @@ class SceneEntry:
 
 
 # -- pictures ----------------------------------------------------------------------------------
-def _stretch(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _stretch(data: np.ndarray) -> np.ndarray:
     """``(C, h, w)`` float with NaN -> ``(h, w, 3)`` uint8 stretched between each band's 2nd and
-    98th percentile, and the ``(h, w)`` validity."""
+    98th percentile; pixels with NaN in any band are black."""
     bands = data[:3] if data.shape[0] >= 3 else data[:1].repeat(3, axis=0)
     valid = np.all(np.isfinite(bands), axis=0)
     out = np.zeros(bands.shape[1:] + (3,), np.uint8)
@@ -70,7 +71,7 @@ def _stretch(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             np.uint8
         )
     out[~valid] = 0
-    return out, valid
+    return out
 
 
 def _data_uri(rgb: np.ndarray, fmt: str) -> str:
@@ -92,8 +93,7 @@ def _scene_picture(entry: SceneEntry, max_side: int):
     from geoseg.io.slices import extension, read_image
 
     if extension(entry.image) in (".dcm", ".npy", ".nii", ".nii.gz"):  # a slice: small, read whole
-        arr = np.asarray(read_image(entry.image), dtype=np.float32)
-        arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0) if arr.shape[-1] in (3, 4) else arr
+        arr = read_image(entry.image)  # (C, H, W)
         factor = max(1, int(np.ceil(max(arr.shape[1:]) / max_side)))
         h, w = arr.shape[1:]
         return arr[:, ::factor, ::factor], Affine.scale(factor), None, True, (w, h), "full resolution"
@@ -106,7 +106,7 @@ def _scene_picture(entry: SceneEntry, max_side: int):
 
 def _mask_picture(path: str, shape: tuple[int, int]) -> np.ndarray | None:
     """A class mask at ``shape`` (nearest), from its overviews where it has them."""
-    from geoseg.io.slices import extension, read_mask
+    from geoseg.io.slices import extension, read_mask, resize_labels
 
     ext = extension(path)
     if ext in (".tif", ".tiff"):
@@ -123,9 +123,7 @@ def _mask_picture(path: str, shape: tuple[int, int]) -> np.ndarray | None:
             return None
     else:
         return None
-    rows = (np.arange(shape[0]) * labels.shape[0] / shape[0]).astype(int)
-    cols = (np.arange(shape[1]) * labels.shape[1] / shape[1]).astype(int)
-    labels = labels[rows][:, cols]
+    labels = resize_labels(labels, shape)
     rgba = np.zeros(shape + (4,), np.uint8)
     for c in np.unique(labels):
         if c <= 0:
@@ -195,7 +193,7 @@ def scene_panel(entry: SceneEntry, *, max_side: int = 1280) -> dict:
     picture, transform, crs, pixel_space, (width, height), note = _scene_picture(entry, max_side)
     panel.update(width=width, height=height, note=note)
     if picture is not None:
-        rgb, _ = _stretch(picture)
+        rgb = _stretch(picture)
         panel["image"] = _data_uri(rgb, "JPEG")
         panel["size"] = [rgb.shape[1], rgb.shape[0]]
     else:  # no picture: the objects are drawn at the size a picture would have
@@ -204,8 +202,8 @@ def scene_panel(entry: SceneEntry, *, max_side: int = 1280) -> dict:
         overlay = _mask_picture(entry.mask, (panel["size"][1], panel["size"][0]))
         if overlay is not None:
             panel["overlay"] = _data_uri(overlay, "PNG")
-    if entry.vectors:
-        gdf = _read_objects(entry.vectors)
+    gdf = _read_objects(entry.vectors) if entry.vectors else None
+    if gdf is not None:
         columns = [c for c in COLUMNS if c in gdf.columns]
         panel["columns"] = columns
         shapes = _outlines(gdf, transform, crs, pixel_space)
@@ -214,23 +212,24 @@ def scene_panel(entry: SceneEntry, *, max_side: int = 1280) -> dict:
             for (_, row), shape in zip(gdf.iterrows(), shapes, strict=True)
         ]
     if entry.truth:
-        panel["evaluation"], panel["truth"] = _evaluate(entry, transform, crs, pixel_space)
+        panel["evaluation"], panel["truth"] = _evaluate(entry, gdf, transform, crs, pixel_space)
     return panel
 
 
-def _evaluate(entry: SceneEntry, transform, crs, pixel_space):
+def _evaluate(entry: SceneEntry, objects, transform, crs, pixel_space):
+    """Scores against the truth, and the truth's outlines (objects; none for masks)."""
     from geoseg.evaluation.masks import evaluate_masks, is_mask_input
 
     if entry.mask and is_mask_input(entry.truth):
         r = evaluate_masks(entry.mask, entry.truth)
         slices = [{"id": s["id"], "dice": s["dice"]} for s in r["per_slice"]]
         return {"kind": "masks", "mean_dice": r["mean_dice"], "min_dice": r["min_dice"], "slices": slices}, []
-    if not entry.vectors:
+    if objects is None:
         return None, []
     from geoseg.evaluation.objects import evaluate
 
     truth = _read_objects(entry.truth)
-    r = evaluate(_read_objects(entry.vectors), truth)
+    r = evaluate(objects, truth)
     keep = ("precision", "recall", "f1", "true_positives", "false_positives", "false_negatives", "mean_iou")
     return {"kind": "objects", **{k: r[k] for k in keep if k in r}}, _outlines(
         truth, transform, crs, pixel_space
@@ -295,7 +294,7 @@ def run_entries(report: dict, out_dir: str) -> list[SceneEntry]:
         outputs = [os.path.join(out_dir, o) for o in row.get("outputs") or []]
         vectors = next((o for o in outputs if ".mask." not in os.path.basename(o)), None)
         mask = next((o for o in outputs if ".mask." in os.path.basename(o)), None)
-        if mask is not None and extension(mask) not in MASK_EXTENSIONS:
+        if mask is not None and extension(mask) not in DRAWN_MASKS:
             mask = None
         stats = {
             k: row[k] for k in ("objects", "tiles_run", "seconds", "tiles_per_second", "reason") if k in row

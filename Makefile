@@ -78,7 +78,8 @@ tanker-model: tanker-data
 
 # The committed lung U-Net, made again from scratch (under 15 minutes on an idle 2-core CPU):
 # 400 training slices from 40 synthetic patients, 40 validation slices from 4 others, then
-# `geoseg train unet` (the command is also in the checkpoint's metadata).
+# `geoseg train unet` (the command is also in the checkpoint's metadata). Phantom family B and the
+# domain-randomised recipes tried for it are measured by bench/robustness.py (bench/README.md).
 LUNG_DATA := build/lung-data
 
 lung-model: $(STAMP)

@@ -194,3 +194,31 @@ def test_streak_artefacts_change_the_image_not_the_mask():
     assert torch.equal(y, y0)
     lines = (x - x0).abs()
     assert float(lines.max()) > 0.05 and float((lines > 0.05).float().mean()) < 0.5  # thin lines, not a wash
+
+
+def test_strong_augmentation_changes_intensities_not_the_mask():
+    import torch
+
+    image = torch.zeros(1, 64, 64)
+    image[0, 20:40, 10:30] = 1.0
+    label = (image[0] > 0.5).long()
+    seen = []
+    for seed in range(6):
+        x, y = _crop(image, label, 32, np.random.default_rng(seed), True, streaks=1.0, strong=True)
+        again = _crop(image, label, 32, np.random.default_rng(seed), True, streaks=1.0, strong=True)
+        assert torch.equal(x, again[0]) and torch.equal(y, again[1])  # seeded
+        assert x.shape == (1, 32, 32) and set(y.unique().tolist()) <= {0, 1}
+        if y.any() and (y == 0).any():
+            assert float(x[0][y == 1].mean()) > float(x[0][y == 0].mean()) + 0.3  # the object stays brighter
+        seen.append(float(x[0][y == 0].std()) if (y == 0).any() else 0.0)
+    assert max(seen) > 0.05  # noise, blur or streaks reached the background
+
+
+def test_evaluation_only_slices_are_refused(tmp_path):
+    held_out = tmp_path / "b"
+    write_lungs(held_out, 2, size=64, seed=5, family="b")
+    out = tmp_path / "x.safetensors"
+    r = CliRunner().invoke(cli, ["train", "unet", "--epochs", "1", "--images", str(held_out / "images"),
+                                 "--masks", str(held_out / "masks"), "-o", str(out)])  # fmt: skip
+    assert r.exit_code == 1 and "evaluation-only" in r.stderr and str(held_out / "images") in r.stderr
+    assert len(r.stderr.strip().splitlines()[-1:]) == 1 and not out.exists()

@@ -154,6 +154,12 @@ def _parse_window(ctx, param, value):
               show_default=True, help="Share held out for validation without --val-images.")  # fmt: skip
 @click.option("--no-augment", is_flag=True, help="Plain crops: no flips, rotations or intensity jitter.")
 @click.option(
+    "--strong-augment",
+    is_flag=True,
+    help="Wider rotations and scales, gain/offset, blur or sharpening, white or correlated noise, and "
+    "stronger, broader streaks: for models that must hold up on other scanners.",
+)
+@click.option(
     "--streaks",
     type=click.FloatRange(0, 1),
     default=0.0,
@@ -176,8 +182,8 @@ def _parse_window(ctx, param, value):
 @overwrite_opt
 @click.pass_context
 def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, tile, window, depth,
-         base_width, down, up, norm, lr, classes, val_fraction, no_augment, streaks, min_area, spacing, seed,
-         overwrite):  # fmt: skip
+         base_width, down, up, norm, lr, classes, val_fraction, no_augment, strong_augment, streaks, min_area,
+         spacing, seed, overwrite):  # fmt: skip
     """Train a U-Net on image/mask folders; the best checkpoint by validation Dice is kept."""
     # OpenMP threads that spin while waiting slow training several-fold when other processes share
     # the cores; passive waiting costs little on an idle machine (takes effect before torch loads).
@@ -188,6 +194,8 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
 
     if bool(val_images) != bool(val_masks):
         raise click.UsageError("--val-images and --val-masks go together")
+    if no_augment and strong_augment:
+        raise click.UsageError("--no-augment and --strong-augment exclude each other")
     if tile % (2**depth):
         raise click.BadParameter(
             f"{tile} is not a multiple of the U-Net stride {2**depth}", param_hint="--tile"
@@ -197,7 +205,8 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
     opts = UNetTrainOptions(
         epochs=epochs, batch_size=batch_size, tile=tile, depth=depth, base_width=base_width, down=down, up=up,
         norm=norm, lr=lr, window=window, classes=names, seed=seed, val_fraction=val_fraction,
-        augment=not no_augment, streaks=streaks, min_area=min_area, spacing=spacing,
+        augment=not no_augment, strong_augment=strong_augment, streaks=streaks, min_area=min_area,
+        spacing=spacing,
     )  # fmt: skip
     command = "geoseg train unet " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
     quiet = ctx.obj.get("quiet", False)

@@ -16,6 +16,12 @@ lung. Not lung: the trachea and main bronchi (air, in the mediastinum), gas in t
 under the diaphragm, air outside the body. Those, the dense lesions and the empty slices above the
 apices and below the bases are what defeats a threshold (see :mod:`geoseg.evaluation.baselines`).
 
+With ``randomize`` (``geoseg synth lungs --randomize``, the training data of the committed model)
+patients and scanners vary more: body size and fat, field of view, lung density from emphysema to
+poorly aerated, parenchyma texture and vessel density, noise level and spectrum, streak strength,
+gain, offset, gamma, blur or a sharp kernel (:func:`make_patient`). A second phantom family, built
+another way and used for evaluation only, is :mod:`geoseg.synth.lungs_b`.
+
 The walk never stops within a few millimetres of a lung's apex or lowest point, where a section
 would be a partial-volume sliver a few pixels across (``APEX_MARGIN_MM``, ``BASE_MARGIN_MM``).
 
@@ -23,7 +29,8 @@ Files written by :func:`write_lungs` (read back by :func:`geoseg.io.slices.load_
 
     OUT/images/<id>.npy   int16 (H, W) Hounsfield units
     OUT/masks/<id>.png    uint8 single-band PNG: 0 background, 255 lung (read as mask > 0)
-    OUT/lungs.json        seed, size, and per slice: id, patient, z (index), z_mm, kind, spacing_mm
+    OUT/lungs.json        family, evaluation_only, randomize, seed, size, and per slice: id, patient,
+                          z (index), z_mm (family b: t), kind, spacing_mm, lung_pixels, conditions
 
 ``<id>`` is ``p<patient>_z<index>``, e.g. ``p003_z041``; ``kind`` is ``apex`` (above the lungs, no
 lung), ``lung``, ``base`` (lung above the diaphragm, abdomen below it) or ``abdomen`` (below the
@@ -35,7 +42,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +54,7 @@ from geoseg.io.atomic import atomic_path, write_text_atomic
 APEX_MARGIN_MM = 3.0
 BASE_MARGIN_MM = 2.0
 KINDS = ("apex", "lung", "base", "abdomen")
+FAMILIES = ("a", "b")
 
 
 @dataclass
@@ -86,6 +94,14 @@ class Patient:
     z_top: float = 0.0
     z_bottom: float = 0.0
     lung_low: tuple[float, float] = (0.0, 0.0)
+    # acquisition; the defaults are the plain phantom, randomize=True draws them (see make_patient)
+    blur: float = 0.5  # partial-volume blur (px); negative: a sharp kernel's edge overshoot
+    noise_sigma: float = 0.7  # noise correlation length (px): its spectrum
+    streak_amp: float = 1.0
+    gain: float = 1.0
+    gamma: float = 1.0  # applied to the -1024..200 HU range (contrast of air against tissue)
+    texture: float = 15.0  # parenchyma texture (HU, standard deviation)
+    vessels: float = 1.0  # vessel density, relative
 
     @property
     def inner(self) -> tuple[float, float]:
@@ -98,12 +114,22 @@ class Patient:
         return self.body_cy + self.inner[1] - self.spine_r * 0.35
 
 
-def make_patient(seed: int, index: int) -> Patient:
-    """A seeded phantom: the same ``seed`` and ``index`` always give the same anatomy."""
+def make_patient(seed: int, index: int, *, randomize: bool = False) -> Patient:
+    """A seeded phantom: the same ``seed`` and ``index`` always give the same anatomy.
+
+    ``randomize`` (domain randomisation for training) widens what patients and scanners vary in,
+    drawn from a stream of its own: body size and fat, field of view, lung density and its posterior
+    gradient, parenchyma texture and vessel density, noise level and spectrum, streak strength,
+    scanner gain and offset, gamma, blur or a sharp kernel."""
     rng = np.random.default_rng([seed, index, 7919])
+    dr = np.random.default_rng([seed, index, 4242])
     u = rng.uniform
     body_a, body_b = u(145, 178), u(102, 125)
     fat, muscle = u(5, 24), u(8, 13)
+    if randomize:
+        grow = dr.uniform(0.85, 1.12)
+        body_a, body_b = body_a * grow, body_b * grow * dr.uniform(0.9, 1.1)
+        fat = dr.uniform(3, 35)
     wall = fat + muscle + 9.0
     ia, ib = body_a - wall, body_b - wall
     lung_h = u(200, 250)
@@ -176,7 +202,21 @@ def make_patient(seed: int, index: int) -> Patient:
                       u(min(dome_top) + 15, z_bottom + 20), r * u(0.8, 1.6), r, r * u(0.6, 1.4)))  # fmt: skip
     p.z_top = -u(25, 55)
     p.z_bottom = z_bottom
+    if randomize:
+        v = dr.uniform
+        p.fov = v(max(300.0, 2 * body_a + 30), 480)
+        p.lung_hu, p.lung_gradient = v(-950, -600), v(0, 200)
+        p.noise, p.noise_sigma = v(5, 70), v(0.0, 1.5)
+        p.streak_p, p.streak_amp = v(0.2, 0.8), v(0.5, 3.0)
+        p.gain, p.offset, p.gamma = v(0.93, 1.07), v(-40, 40), v(0.8, 1.25)
+        p.blur = v(0.3, 1.4) if dr.random() < 0.6 else -v(0.3, 0.8)
+        p.texture, p.vessels = v(3, 40), v(0.1, 1.3)
     return p
+
+
+def density_class(lung_hu: float) -> str:
+    """A patient's lung density as a condition: emphysema (< -880 HU), dense (> -720 HU) or normal."""
+    return "emphysema" if lung_hu < -880 else "dense" if lung_hu > -720 else "normal"
 
 
 def _grid(size: int, spacing: float) -> tuple[np.ndarray, np.ndarray]:
@@ -292,8 +332,11 @@ def _paint_ellipse(img, x, y, cx, cy, a, b, value, angle=0.0, where=None):
     return hit
 
 
-def render_slice(p: Patient, z: float, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One slice: (int16 HU image, bool lung mask), both ``size x size``."""
+def render_slice(
+    p: Patient, z: float, size: int, rng: np.random.Generator, info: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One slice: (int16 HU image, bool lung mask), both ``size x size``; ``info``, when given,
+    receives the slice's conditions (``streaks``)."""
     spacing = p.fov / size
     x, y = _grid(size, spacing)
     u = rng.uniform
@@ -373,7 +416,7 @@ def render_slice(p: Patient, z: float, size: int, rng: np.random.Generator) -> t
     mask = lung_mask(p, x, y, z, spacing)
     if mask.any():
         texture = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), 3.0 / spacing)
-        texture *= 15.0 / max(float(texture.std()), 1e-6)
+        texture *= p.texture / max(float(texture.std()), 1e-6)
         parenchyma = p.lung_hu + p.lung_gradient * np.clip((y - p.body_cy + ib) / (2 * ib), 0, 1) + texture
         img[mask] = parenchyma[mask]
         _vessels(img, mask, p, x, y, spacing, rng)
@@ -398,18 +441,31 @@ def render_slice(p: Patient, z: float, size: int, rng: np.random.Generator) -> t
     _bones(img, p, x, y, z, cavity, body, spacing, rng)
 
     # partial volume blur, streaks, correlated noise, patient offset
-    img = ndimage.gaussian_filter(img, 0.5)
-    if rng.random() < p.streak_p:
+    if p.blur >= 0:
+        img = ndimage.gaussian_filter(img, p.blur)
+    else:  # a sharp reconstruction kernel: edges overshoot
+        img = img + 0.8 * -p.blur * (img - ndimage.gaussian_filter(img, 1.2))
+    if p.gamma != 1.0:
+        low = np.clip((img + 1024.0) / 1224.0, 0, 1)
+        img = np.where(img < 200, -1024.0 + 1224.0 * low**p.gamma, img)
+    streaks = rng.random() < p.streak_p
+    if streaks:
         img += _streaks(x, y, p, spacing, rng)
-    noise = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), 0.7)
+    if info is not None:
+        info["streaks"] = "none" if not streaks else "strong" if p.streak_amp >= 1.3 else "moderate"
+    noise = rng.normal(size=shape).astype(np.float32)
+    if p.noise_sigma > 0:
+        noise = ndimage.gaussian_filter(noise, p.noise_sigma)
     img += noise * (p.noise / max(float(noise.std()), 1e-6)) + p.offset
+    if p.gain != 1.0:
+        img *= p.gain
     return np.clip(np.rint(img), -1024, 3071).astype(np.int16), mask
 
 
 def _vessels(img, mask, p, x, y, spacing, rng):
     ia, ib = p.inner
     idx = np.flatnonzero(mask)
-    n = int(len(idx) * spacing * spacing / 250) + 5
+    n = int(len(idx) * spacing * spacing / 250 * p.vessels) + 5
     picks = idx[rng.integers(0, len(idx), n)]
     size = mask.shape[0]
     for k in picks:
@@ -475,7 +531,7 @@ def _streaks(x, y, p, spacing, rng) -> np.ndarray:
     for i in range(int(rng.integers(3, 9))):
         t = rng.uniform(0, np.pi)
         d = np.abs((x - cx) * np.sin(t) - (y - cy) * np.cos(t)) / spacing
-        amp = rng.uniform(60, 220) * (1 if i % 2 else -1)
+        amp = rng.uniform(60, 220) * (1 if i % 2 else -1) * p.streak_amp
         out += amp * np.exp(-0.5 * (d / rng.uniform(0.6, 1.6)) ** 2)
     return out
 
@@ -490,6 +546,7 @@ class LungSlice:
     spacing_mm: float
     image: np.ndarray  # int16 HU (H, W)
     mask: np.ndarray  # bool (H, W)
+    conditions: dict = field(default_factory=dict)  # what the slice shows: streaks, lung density
 
 
 def _kind(p: Patient, z: float, has_lung: bool) -> str:
@@ -498,11 +555,9 @@ def _kind(p: Patient, z: float, has_lung: bool) -> str:
     return "base" if z > min(p.dome_top) else "lung"
 
 
-def lung_slices(
-    n_slices: int, *, size: int = 512, seed: int = 0, patients: int | None = None
-) -> Iterator[LungSlice]:
-    """Yield ``n_slices`` seeded slices, spread over ``patients`` phantoms (default: one per 40
-    slices), each patient's share walked from above the apices to below the bases."""
+def slices_per_patient(n_slices: int, patients: int | None, size: int) -> list[int]:
+    """How many of ``n_slices`` each of ``patients`` phantoms gets (default: one patient per 40
+    slices); bad counts or sizes raise ValueError naming the option."""
     if n_slices < 1:
         raise ValueError(f"--slices must be at least 1, got {n_slices}")
     patients = patients or max(1, -(-n_slices // 40))
@@ -510,12 +565,24 @@ def lung_slices(
         raise ValueError(f"--patients {patients} is more than --slices {n_slices}")
     if size < 64:
         raise ValueError(f"--size must be at least 64 pixels, got {size}")
-    per = [n_slices // patients + (1 if i < n_slices % patients else 0) for i in range(patients)]
+    return [n_slices // patients + (1 if i < n_slices % patients else 0) for i in range(patients)]
+
+
+def lung_slices(
+    n_slices: int, *, size: int = 512, seed: int = 0, patients: int | None = None, randomize: float = 0.0
+) -> Iterator[LungSlice]:
+    """Yield ``n_slices`` seeded slices, spread over ``patients`` phantoms (default: one per 40
+    slices), each patient's share walked from above the apices to below the bases; ``randomize``:
+    the share of patients (0-1, a seeded draw per patient) that are domain-randomised patients and
+    scanners (:func:`make_patient`), the others plain."""
+    per = slices_per_patient(n_slices, patients, size)
     for i, n in enumerate(per):
-        p = make_patient(seed, i)
+        varied = bool(np.random.default_rng([seed, i, 99]).random() < float(randomize))
+        p = make_patient(seed, i, randomize=varied)
         zs = walk(p, n, np.random.default_rng([seed, i, 1]))
         for j, z in enumerate(zs):
-            image, mask = render_slice(p, float(z), size, np.random.default_rng([seed, i, j, 2]))
+            info: dict = {}
+            image, mask = render_slice(p, float(z), size, np.random.default_rng([seed, i, j, 2]), info)
             yield LungSlice(
                 id=f"p{i:03d}_z{j:03d}",
                 patient=i,
@@ -525,6 +592,7 @@ def lung_slices(
                 spacing_mm=round(p.fov / size, 4),
                 image=image,
                 mask=mask,
+                conditions={**info, "density": density_class(p.lung_hu), "randomized": varied},
             )
 
 
@@ -535,10 +603,16 @@ def write_lungs(
     size: int = 512,
     seed: int = 0,
     patients: int | None = None,
+    family: str = "a",
+    randomize: float = 0.0,
     overwrite: bool = False,
 ) -> dict:
     """Write slices, masks and ``lungs.json`` under ``out`` (see the module docstring); each file
-    goes to a temporary name and is renamed into place. Returns the index written to lungs.json."""
+    goes to a temporary name and is renamed into place. Returns the index written to lungs.json.
+
+    ``family`` "a" is this module's phantom (``randomize``: the share of domain-randomised patients,
+    for training); "b" is
+    :mod:`geoseg.synth.lungs_b`, for evaluation only (its index says ``"evaluation_only": true``)."""
     from PIL import Image
 
     out = Path(out)
@@ -549,6 +623,16 @@ def write_lungs(
         raise OutputError(f"output '{out}': is a file, not a folder")
     if not out.parent.exists():
         raise OutputError(f"output '{out}': folder '{out.parent}' does not exist")
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r} is not one of {', '.join(FAMILIES)}")
+    if family == "b" and randomize:
+        raise ValueError("family b is drawn one way only (randomize is for family a)")
+    if family == "b":
+        from geoseg.synth.lungs_b import lung_slices_b
+
+        slices = lung_slices_b(n_slices, size=size, seed=seed, patients=patients)
+    else:
+        slices = lung_slices(n_slices, size=size, seed=seed, patients=patients, randomize=randomize)
     old_ids = set()
     if index_path.exists():  # slices of an earlier run that this one does not write are removed below
         try:
@@ -558,16 +642,21 @@ def write_lungs(
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     records = []
-    for s in lung_slices(n_slices, size=size, seed=seed, patients=patients):
+    for s in slices:
         img_path = out / "images" / f"{s.id}.npy"
         with atomic_path(img_path) as tmp:
             np.save(tmp, s.image)
         mask_path = out / "masks" / f"{s.id}.png"
         with atomic_path(mask_path) as tmp:
             Image.fromarray(s.mask.astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
-        records.append({"id": s.id, "patient": s.patient, "z": s.z, "z_mm": s.z_mm, "kind": s.kind,
-                        "spacing_mm": s.spacing_mm, "lung_pixels": int(s.mask.sum())})  # fmt: skip
+        where = {"z_mm": s.z_mm} if family == "a" else {"t": s.t}
+        records.append({"id": s.id, "patient": s.patient, "z": s.z, **where, "kind": s.kind,
+                        "spacing_mm": s.spacing_mm, "lung_pixels": int(s.mask.sum()),
+                        "conditions": s.conditions})  # fmt: skip
     index = {
+        "family": family,
+        "evaluation_only": family == "b",
+        "randomize": float(randomize),
         "seed": seed,
         "size": size,
         "patients": len({r["patient"] for r in records}),

@@ -36,10 +36,11 @@ def write_scene(
     transform: Affine | None = None,
     nodata: float | None = None,
     block: int = 512,
+    tags: dict | None = None,
 ) -> Path:
     """Write a tiled, deflate-compressed GeoTIFF whose blocks come from ``draw(window)``
     (returning ``(count, h, w)``), with averaged overviews down to under 512 pixels a side (as
-    delivered scenes have them), to a temporary file renamed into place."""
+    delivered scenes have them), and metadata ``tags``, to a temporary file renamed into place."""
     path = Path(path)
     profile = dict(
         driver="GTiff", width=width, height=height, count=count, dtype=dtype, crs=crs,
@@ -51,6 +52,8 @@ def write_scene(
             for col in range(0, width, block):
                 window = Window(col, row, min(block, width - col), min(block, height - row))
                 dst.write(draw(window), window=window)
+        if tags:
+            dst.update_tags(**tags)
         factors = [2**k for k in range(1, 16) if max(width, height) / 2 ** (k - 1) > 512]
         if factors:
             dst.build_overviews(factors, Resampling.average)

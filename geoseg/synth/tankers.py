@@ -6,6 +6,11 @@ a white superstructure at the stern, a deck pipeline, a shadow, and a wake when 
 alone, some in anchorage clusters side by side a few metres apart. Everything is seeded: the same
 arguments give the same file, and any window can be drawn on its own, so a 20000 x 20000 scene
 never sits in memory.
+
+``randomize`` draws a domain-randomised :class:`Look` (sea colour and state, sun azimuth, shadow
+depth, deck and superstructure colours, glint, haze, gain) over the same layout, for training. A
+second scene family, drawn another way and used for evaluation only, is
+:mod:`geoseg.synth.tankers_b`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,15 @@ _GEOD = Geod(ellps="WGS84")
 DECKS = [(120, 58, 48), (64, 92, 66), (96, 96, 100), (140, 70, 40), (70, 70, 90)]
 
 
+def ship_to_scene(pts: np.ndarray, cx: float, cy: float, heading: float) -> np.ndarray:
+    """Ship frame (x towards the bow, y to starboard, pixels) to scene pixels (col, row) for a ship
+    centred at (cx, cy) with ``heading`` degrees clockwise from up."""
+    h = math.radians(heading)
+    fwd = np.array([math.sin(h), -math.cos(h)])
+    stb = np.array([math.cos(h), math.sin(h)])
+    return np.array([cx, cy]) + pts[:, :1] * fwd + pts[:, 1:] * stb
+
+
 @dataclass(frozen=True)
 class Tanker:
     """A tanker in scene pixel space: centre, size in pixels and image heading (degrees clockwise
@@ -46,11 +60,7 @@ class Tanker:
     cluster: int  # -1 when alone
 
     def _place(self, pts: np.ndarray) -> np.ndarray:
-        """Ship frame (x towards the bow, y to starboard, pixels) to scene pixels (col, row)."""
-        h = math.radians(self.heading)
-        fwd = np.array([math.sin(h), -math.cos(h)])
-        stb = np.array([math.cos(h), math.sin(h)])
-        return np.array([self.cx, self.cy]) + pts[:, :1] * fwd + pts[:, 1:] * stb
+        return ship_to_scene(pts, self.cx, self.cy, self.heading)
 
     def hull(self) -> shapely.Polygon:
         L, B = self.length, self.beam
@@ -124,6 +134,41 @@ def fractal(rows, cols, scale: float, octaves: int, seed: int) -> np.ndarray:
 
 # -- layout -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Look:
+    """How a scene's sea, light and ships look. The default is the plain scene; :func:`random_look`
+    draws one for domain-randomised training scenes (``geoseg synth tankers --randomize``)."""
+
+    sea: tuple[float, float, float] = (18.0, 38.0, 58.0)
+    swell: float = 14.0
+    noise: float = 3.5
+    sun: tuple[float, float] = (0.6, 0.8)  # shadow offset per pixel of beam
+    shadow: float = 0.55
+    decks: tuple = tuple(DECKS)
+    rim: float = 170.0
+    pipe: float = 200.0
+    bridge: float = 225.0
+    glint: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 0.0)  # row, col, radius (px), strength
+    haze: float = 0.0  # largest share of haze over the scene
+    gain: float = 1.0
+
+
+def random_look(seed: int, height: int, width: int) -> Look:
+    """A domain-randomised look: sea colour and state, sun azimuth and shadow depth, deck,
+    rim and superstructure colours, sun glint, haze and sensor gain."""
+    rng = np.random.default_rng([seed, 5150])
+    u = rng.uniform
+    depth = u(0, 1)
+    sea = (u(8, 60) * (1 - 0.4 * depth), u(22, 85), u(35, 100) * (1 - 0.3 * depth))
+    az = u(0, 2 * np.pi)
+    decks = tuple(tuple(float(c) for c in rng.uniform(25, 200, 3)) for _ in range(8))
+    strength = u(40, 130) if rng.random() < 0.4 else 0.0
+    glint = (u(0, height), u(0, width), u(0.3, 0.8) * max(height, width), strength)
+    return Look(sea=sea, swell=u(5, 26), noise=u(2, 8), sun=(0.9 * np.sin(az), 0.9 * np.cos(az)),
+                shadow=u(0.4, 0.8), decks=decks, rim=u(110, 210), pipe=u(150, 220), bridge=u(180, 245),
+                glint=glint, haze=u(0, 0.45) if rng.random() < 0.4 else 0.0, gain=u(0.85, 1.15))  # fmt: skip
+
+
+@dataclass(frozen=True)
 class SceneSpec:
     height: int
     width: int
@@ -131,6 +176,7 @@ class SceneSpec:
     seed: int
     land: bool
     clouds: bool
+    look: Look = Look()
 
     def land_field(self, rows, cols) -> np.ndarray:
         """> 0 on land: a coastline running across the scene's left part, ragged by noise."""
@@ -205,13 +251,17 @@ def render(spec: SceneSpec, tankers: list[Tanker], window: Window) -> np.ndarray
     rows = np.arange(r0, r0 + h, dtype=np.float64)[:, None]
     cols = np.arange(c0, c0 + w, dtype=np.float64)[None, :]
     rng = np.random.default_rng([spec.seed, r0, c0])
+    look = spec.look
     swell = fractal(rows, cols, 400 / spec.gsd, 4, spec.seed + 1) - 0.5
-    sea = np.array([18.0, 38.0, 58.0])[:, None, None] + 14 * swell[None]
-    img = sea + rng.normal(0, 3.5, (3, h, w))
+    sea = np.array(look.sea)[:, None, None] + look.swell * swell[None]
+    img = sea + rng.normal(0, look.noise, (3, h, w))
+    if look.glint[3]:
+        gr, gc, radius, strength = look.glint
+        img = img + strength * np.exp(-((rows - gr) ** 2 + (cols - gc) ** 2) / (2 * radius**2))[None]
 
     local = Affine.translation(c0, r0)
     bbox = shapely.box(c0, r0, c0 + w, r0 + h)
-    sun = (0.6, 0.8)
+    sun = look.sun
     mine = [t for t in tankers if t.wake().union(t.shadow(sun)).union(t.hull()).intersects(bbox)]
 
     def burn(geom) -> np.ndarray:
@@ -222,17 +272,17 @@ def render(spec: SceneSpec, tankers: list[Tanker], window: Window) -> np.ndarray
             m = burn(t.wake())
             img[:, m] += 16 * (1 - 0.5 * rng.random(int(m.sum())))
         m = burn(t.shadow(sun))
-        img[:, m] *= 0.55
+        img[:, m] *= look.shadow
     for t in mine:
         m = burn(t.hull())
-        deck = np.array(DECKS[t.deck], dtype=np.float64)[:, None]
+        deck = np.array(look.decks[t.deck % len(look.decks)], dtype=np.float64)[:, None]
         img[:, m] = deck + rng.normal(0, 6, (3, int(m.sum())))
         edge = m & ~burn(t.hull().buffer(-max(1.0, 0.06 * t.beam)))
-        img[:, edge] = 170 + rng.normal(0, 8, (3, int(edge.sum())))
+        img[:, edge] = look.rim + rng.normal(0, 8, (3, int(edge.sum())))
         m = burn(t.pipeline())
-        img[:, m] = 200
+        img[:, m] = look.pipe
         m = burn(t.superstructure())
-        img[:, m] = 225 + rng.normal(0, 6, (3, int(m.sum())))
+        img[:, m] = look.bridge + rng.normal(0, 6, (3, int(m.sum())))
 
     if spec.land:
         field = spec.land_field(rows, cols)
@@ -246,6 +296,11 @@ def render(spec: SceneSpec, tankers: list[Tanker], window: Window) -> np.ndarray
     alpha = spec.cloud_alpha(rows, cols)
     if alpha.any():
         img = img * (1 - alpha[None]) + 235 * alpha[None]
+    if look.haze:
+        a = look.haze * fractal(rows, cols, 3000 / spec.gsd, 3, spec.seed + 19)
+        img = img * (1 - a[None]) + 190.0 * a[None]
+    if look.gain != 1.0:
+        img = img * look.gain
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -291,18 +346,23 @@ def tanker_scene(
     seed: int = 0,
     land: bool = True,
     clouds: bool = False,
+    cluster_fraction: float = 0.4,
+    randomize: bool = False,
     truth: str | os.PathLike | None = None,
 ) -> tuple[Path, gpd.GeoDataFrame]:
     """Write a tanker scene (3-band uint8 GeoTIFF) and return (path, truth in the scene CRS).
 
-    ``n_tankers`` defaults to about one per 1.5 km^2 of scene. The truth is also written to
-    ``truth`` (GeoJSON, or any format geoseg writes) when given.
+    ``n_tankers`` defaults to about one per 1.5 km^2 of scene; about ``cluster_fraction`` of the
+    placements are anchorage clusters. The truth is also written to ``truth`` (GeoJSON, or any
+    format geoseg writes) when given. ``randomize``: a domain-randomised look (:func:`random_look`)
+    over the same layout, for training.
     """
     height, width = (size, size) if isinstance(size, int) else size
-    spec = SceneSpec(height, width, gsd, seed, land, clouds)
+    look = random_look(seed, height, width) if randomize else Look()
+    spec = SceneSpec(height, width, gsd, seed, land, clouds, look)
     if n_tankers is None:
         n_tankers = max(1, round(height * width * gsd * gsd / 1.5e6))
-    tankers = layout(spec, n_tankers)
+    tankers = layout(spec, n_tankers, cluster_fraction=cluster_fraction)
     crs_obj = CRS.from_user_input(crs)
     if origin is None:  # somewhere at sea level latitudes in a UTM zone of either hemisphere
         southern = 32701 <= (crs_obj.to_epsg() or 0) <= 32760

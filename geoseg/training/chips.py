@@ -35,10 +35,25 @@ class LabelledScene:
         return self.scene.height, self.scene.width
 
 
+def evaluation_only(scene_path: str) -> bool:
+    """Whether a scene says it is for evaluation only (``geoseg synth tankers --family b`` writes
+    the GeoTIFF tag ``GEOSEG_EVALUATION_ONLY=yes``)."""
+    import rasterio
+
+    try:
+        with rasterio.open(scene_path) as src:
+            return src.tags().get("GEOSEG_EVALUATION_ONLY") == "yes"
+    except rasterio.errors.RasterioError:
+        return False
+
+
 def load_labelled(scene_path: str, labels_path: str, *, bands=None) -> LabelledScene:
     """Open ``scene_path`` and bring ``labels_path``'s polygons into its pixel space."""
     scene = open_scene(scene_path, bands=bands)
     labels = read_vectors(labels_path, "labels")
+    if evaluation_only(scene_path) or ("family" in labels.columns and (labels["family"] == "b").any()):
+        raise GeosegError(f"scene '{scene_path}': is evaluation-only data (family b); models are never "
+                          "trained or selected on it")  # fmt: skip
     if scene.crs is None or labels.crs is None:
         raise GeosegError(f"labels '{labels_path}': the scene and the labels both need a CRS")
     labels = labels.to_crs(scene.crs)

@@ -6,9 +6,11 @@ weights and metrics."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ class UNetTrainOptions:
     seed: int = 0
     val_fraction: float = 0.15  # share of the training pairs held out when no validation folders
     augment: bool = True
+    strong_augment: bool = False  # wider geometry and intensity, blur/sharpen, noise spectra (see _crop)
     streaks: float = 0.0  # share of training crops given synthetic streak artefacts
     min_area: float = 0.0  # recorded: predictions drop regions under this many pixels by default
     spacing: float | None = None  # recorded as spacing_mm: slices at another spacing are resampled to it
@@ -49,7 +52,20 @@ class UNetTrainOptions:
 
 
 def load_pairs(images_dir: str, masks_dir: str) -> list[Pair]:
-    """Image/mask pairs (every slice format geoseg reads: :func:`geoseg.io.slices.load_pairs`)."""
+    """Image/mask pairs (every slice format geoseg reads: :func:`geoseg.io.slices.load_pairs`).
+    A folder written as evaluation-only data (``geoseg synth lungs --family b``: its ``lungs.json``
+    beside or above it says ``"evaluation_only": true``) is refused."""
+    for folder in (Path(images_dir), Path(images_dir).parent):
+        index = folder / "lungs.json"
+        if index.is_file():
+            try:
+                held_out = json.loads(index.read_text()).get("evaluation_only") is True
+            except (ValueError, AttributeError):
+                held_out = False
+            if held_out:
+                raise GeosegError(f"folder '{images_dir}': is evaluation-only data ({index} says so); "
+                                  "models are never trained or selected on it")  # fmt: skip
+            break
     return list(slices_load_pairs(images_dir, masks_dir))
 
 
@@ -81,17 +97,43 @@ def _prepare(pairs: list[Pair], window, mean=None, std=None):
     return images, mean, std
 
 
-def _line_artefacts(size: int, rng: np.random.Generator) -> torch.Tensor:
-    """A few bright and dark lines through one point, like CT streak artefacts (normalised units)."""
+def _line_artefacts(size: int, rng: np.random.Generator, strong: bool = False) -> torch.Tensor:
+    """A few bright and dark lines through one point, like CT streak artefacts (normalised units);
+    ``strong``: more of them, up to twice as bright, some broad (bands a few pixels wide)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     cx, cy = rng.uniform(0, size, 2)
     out = np.zeros((size, size), np.float32)
-    for _ in range(int(rng.integers(1, 6))):
+    for _ in range(int(rng.integers(1, 12 if strong else 6))):
         t = rng.uniform(0, np.pi)
         d = np.abs((xx - cx) * np.sin(t) - (yy - cy) * np.cos(t))
-        amp = rng.uniform(0.1, 0.6) * (1 if rng.random() < 0.5 else -1)
-        out += amp * np.exp(-0.5 * (d / rng.uniform(0.6, 1.6)) ** 2)
+        amp = rng.uniform(0.1, 1.2 if strong else 0.6) * (1 if rng.random() < 0.5 else -1)
+        width = rng.uniform(0.6, 6.0) if strong and rng.random() < 0.3 else rng.uniform(0.6, 1.6)
+        out += amp * np.exp(-0.5 * (d / width) ** 2)
     return torch.from_numpy(out)[None]
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur over the last two axes."""
+    from scipy import ndimage
+
+    sigmas = (0,) * (x.ndim - 2) + (sigma, sigma)
+    return torch.from_numpy(ndimage.gaussian_filter(x.numpy(), sigmas, mode="nearest"))
+
+
+def _strong_intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Scanner and reconstruction differences on a normalised crop: gain and offset, blur or a sharp
+    kernel's overshoot, and noise that is white or correlated over a few pixels."""
+    x = x * rng.uniform(0.85, 1.2) + rng.uniform(-0.3, 0.3)
+    r = rng.random()
+    if r < 0.3:
+        x = _blur(x, rng.uniform(0.5, 1.5))
+    elif r < 0.5:
+        x = x + rng.uniform(0.3, 1.0) * (x - _blur(x, 1.2))
+    noise = torch.from_numpy(rng.normal(0, 1, x.shape).astype(np.float32))
+    if rng.random() < 0.5:
+        noise = _blur(noise, rng.uniform(0.7, 2.0))
+        noise = noise / noise.std().clamp_min(1e-6)
+    return x + noise * rng.uniform(0, 0.15)
 
 
 def _crop(
@@ -101,15 +143,18 @@ def _crop(
     rng: np.random.Generator,
     augment: bool,
     streaks: float = 0.0,
+    strong: bool = False,
 ):
     """One ``tile x tile`` training crop, rotated/scaled/flipped when ``augment``; with probability
-    ``streaks`` it also gets synthetic streak artefacts (which are never the class)."""
+    ``streaks`` it also gets synthetic streak artefacts (which are never the class). ``strong``
+    widens rotation (+-20 degrees) and scale (0.75-1.3) and adds :func:`_strong_intensity`."""
     _, h, w = image.shape
     half = tile / 2
     cx = rng.uniform(min(half, w / 2), max(w - half, w / 2))
     cy = rng.uniform(min(half, h / 2), max(h - half, h / 2))
     if augment:
-        angle, scale = math.radians(rng.uniform(-12, 12)), rng.uniform(0.85, 1.15)
+        turn, zoom = (20, (0.75, 1.3)) if strong else (12, (0.85, 1.15))
+        angle, scale = math.radians(rng.uniform(-turn, turn)), rng.uniform(*zoom)
         flip = -1.0 if rng.random() < 0.5 else 1.0
     else:
         angle, scale, flip = 0.0, 1.0, 1.0
@@ -129,10 +174,13 @@ def _crop(
     )
     y = y[0, 0].long()
     if augment:
-        x = x * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
-        x = x + torch.from_numpy(rng.normal(0, rng.uniform(0, 0.05), x.shape).astype(np.float32))
+        if strong:
+            x = _strong_intensity(x, rng)
+        else:
+            x = x * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
+            x = x + torch.from_numpy(rng.normal(0, rng.uniform(0, 0.05), x.shape).astype(np.float32))
         if streaks > 0 and rng.random() < streaks:
-            x = x + _line_artefacts(tile, rng)
+            x = x + _line_artefacts(tile, rng, strong)
     return x, y
 
 
@@ -248,6 +296,7 @@ def train_unet(
             tile=opts.tile,
             lr=opts.lr,
             augment=opts.augment,
+            **({"strong_augment": True} if opts.strong_augment else {}),
             streaks=opts.streaks,
             train_slices=len(pairs),
             val_slices=len(val_pairs),
@@ -266,7 +315,10 @@ def train_unet(
             idx = order[b * opts.batch_size : (b + 1) * opts.batch_size]
             if len(idx) < opts.batch_size:  # keep batches full (BatchNorm statistics)
                 idx = np.concatenate([idx, rng.integers(0, len(pairs), opts.batch_size - len(idx))])
-            crops = [_crop(train_x[i], train_y[i], opts.tile, rng, opts.augment, opts.streaks) for i in idx]
+            crops = [
+                _crop(train_x[i], train_y[i], opts.tile, rng, opts.augment, opts.streaks, opts.strong_augment)
+                for i in idx
+            ]
             x = torch.stack([c[0] for c in crops]).to(device).contiguous(memory_format=fmt)
             y = torch.stack([c[1] for c in crops]).to(device)
             fit.step(dice_ce_loss(model(x), y, include_background=False, per_image=False))

@@ -50,6 +50,7 @@ from scipy import ndimage
 
 from geoseg.errors import OutputError
 from geoseg.io.atomic import atomic_path, write_text_atomic
+from geoseg.synth.ct import density_class, slices_per_patient
 
 APEX_MARGIN_MM = 3.0
 BASE_MARGIN_MM = 2.0
@@ -212,11 +213,6 @@ def make_patient(seed: int, index: int, *, randomize: bool = False) -> Patient:
         p.blur = v(0.3, 1.4) if dr.random() < 0.6 else -v(0.3, 0.8)
         p.texture, p.vessels = v(3, 40), v(0.1, 1.3)
     return p
-
-
-def density_class(lung_hu: float) -> str:
-    """A patient's lung density as a condition: emphysema (< -880 HU), dense (> -720 HU) or normal."""
-    return "emphysema" if lung_hu < -880 else "dense" if lung_hu > -720 else "normal"
 
 
 def _grid(size: int, spacing: float) -> tuple[np.ndarray, np.ndarray]:
@@ -553,19 +549,6 @@ def _kind(p: Patient, z: float, has_lung: bool) -> str:
     if not has_lung:
         return "apex" if z < p.carina_z else "abdomen"
     return "base" if z > min(p.dome_top) else "lung"
-
-
-def slices_per_patient(n_slices: int, patients: int | None, size: int) -> list[int]:
-    """How many of ``n_slices`` each of ``patients`` phantoms gets (default: one patient per 40
-    slices); bad counts or sizes raise ValueError naming the option."""
-    if n_slices < 1:
-        raise ValueError(f"--slices must be at least 1, got {n_slices}")
-    patients = patients or max(1, -(-n_slices // 40))
-    if patients > n_slices:
-        raise ValueError(f"--patients {patients} is more than --slices {n_slices}")
-    if size < 64:
-        raise ValueError(f"--size must be at least 64 pixels, got {size}")
-    return [n_slices // patients + (1 if i < n_slices % patients else 0) for i in range(patients)]
 
 
 def lung_slices(

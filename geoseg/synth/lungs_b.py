@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from geoseg.synth.lungs import density_class, slices_per_patient
+from geoseg.synth.ct import density_class, slices_per_patient
 
 # a lung section smaller than this (mm^2) is a partial-volume sliver; such positions are not drawn
 MIN_LUNG_MM2 = 250.0

@@ -128,6 +128,11 @@ class Scene:
         self._grid = (width, height, ds.transform * Affine.scale(ds.width / width, ds.height / height))
 
     # -- metadata ---------------------------------------------------------------------------
+    @property
+    def tags(self) -> dict[str, str]:
+        """The raster's dataset metadata (GDAL's default domain)."""
+        return dict(self._ds.tags())
+
     def describe(self) -> dict:
         """The raster's header as plain values (``geoseg info``): driver, size, bands, types,
         nodata, CRS, ground sample distance, bounds, tiling, compression, overviews."""

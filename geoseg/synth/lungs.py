@@ -16,11 +16,11 @@ lung. Not lung: the trachea and main bronchi (air, in the mediastinum), gas in t
 under the diaphragm, air outside the body. Those, the dense lesions and the empty slices above the
 apices and below the bases are what defeats a threshold (see :mod:`geoseg.evaluation.baselines`).
 
-With ``randomize`` (``geoseg synth lungs --randomize``, the training data of the committed model)
-patients and scanners vary more: body size and fat, field of view, lung density from emphysema to
-poorly aerated, parenchyma texture and vessel density, noise level and spectrum, streak strength,
-gain, offset, gamma, blur or a sharp kernel (:func:`make_patient`). A second phantom family, built
-another way and used for evaluation only, is :mod:`geoseg.synth.lungs_b`.
+With ``randomize`` (``geoseg synth lungs --randomize SHARE``, domain randomisation for training)
+that share of patients and scanners vary more: body size and fat, field of view, lung density
+from emphysema to poorly aerated, parenchyma texture and vessel density, noise level and spectrum,
+streak strength, gain, offset, gamma, blur or a sharp kernel (:func:`make_patient`). A second
+phantom family, built another way and used for evaluation only, is :mod:`geoseg.synth.lungs_b`.
 
 The walk never stops within a few millimetres of a lung's apex or lowest point, where a section
 would be a partial-volume sliver a few pixels across (``APEX_MARGIN_MM``, ``BASE_MARGIN_MM``).
@@ -95,7 +95,7 @@ class Patient:
     z_top: float = 0.0
     z_bottom: float = 0.0
     lung_low: tuple[float, float] = (0.0, 0.0)
-    # acquisition; the defaults are the plain phantom, randomize=True draws them (see make_patient)
+    # acquisition and texture; the defaults are the plain phantom, make_patient(randomize=True) draws them
     blur: float = 0.5  # partial-volume blur (px); negative: a sharp kernel's edge overshoot
     noise_sigma: float = 0.7  # noise correlation length (px): its spectrum
     streak_amp: float = 1.0
@@ -594,8 +594,8 @@ def write_lungs(
     goes to a temporary name and is renamed into place. Returns the index written to lungs.json.
 
     ``family`` "a" is this module's phantom (``randomize``: the share of domain-randomised patients,
-    for training); "b" is
-    :mod:`geoseg.synth.lungs_b`, for evaluation only (its index says ``"evaluation_only": true``)."""
+    for training); "b" is :mod:`geoseg.synth.lungs_b`, for evaluation only (its index says
+    ``"evaluation_only": true``)."""
     from PIL import Image
 
     out = Path(out)

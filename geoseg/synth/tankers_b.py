@@ -38,6 +38,7 @@ from pyproj import CRS
 from rasterio import features
 from rasterio.transform import from_origin
 from rasterio.windows import Window
+from scipy import ndimage
 
 from geoseg.synth.scenes import write_scene
 from geoseg.synth.tankers import Tanker, _hash01, fractal, truth_frame, value_noise
@@ -302,8 +303,6 @@ def render_b(spec: SpecB, scene, window: Window) -> np.ndarray:
     if spec.haze:
         a = 0.25 + 0.3 * fractal(rows, cols, 3000 / g, 3, spec.seed + 51)
         img = img * (1 - a[None]) + np.array([175.0, 185.0, 200.0])[:, None, None] * a[None]
-    from scipy import ndimage
-
     img = ndimage.gaussian_filter(img, (0, 0.8, 0.8))
     img += np.random.default_rng([spec.seed, r0 + PAD, c0 + PAD, 78]).normal(0, 2.5, img.shape)
     if spec.shift_band:

@@ -35,23 +35,18 @@ class LabelledScene:
         return self.scene.height, self.scene.width
 
 
-def evaluation_only(scene_path: str) -> bool:
-    """Whether a scene says it is for evaluation only (``geoseg synth tankers --family b`` writes
-    the GeoTIFF tag ``GEOSEG_EVALUATION_ONLY=yes``)."""
-    import rasterio
-
-    try:
-        with rasterio.open(scene_path) as src:
-            return src.tags().get("GEOSEG_EVALUATION_ONLY") == "yes"
-    except rasterio.errors.RasterioError:
-        return False
+def evaluation_only(scene, labels) -> bool:
+    """Whether a scene or its labels say they are for evaluation only: ``geoseg synth tankers
+    --family b`` tags the GeoTIFF ``GEOSEG_EVALUATION_ONLY=yes`` and its truth has ``family`` b."""
+    tagged = getattr(scene, "tags", {}).get("GEOSEG_EVALUATION_ONLY") == "yes"
+    return tagged or ("family" in labels.columns and bool((labels["family"] == "b").any()))
 
 
 def load_labelled(scene_path: str, labels_path: str, *, bands=None) -> LabelledScene:
     """Open ``scene_path`` and bring ``labels_path``'s polygons into its pixel space."""
     scene = open_scene(scene_path, bands=bands)
     labels = read_vectors(labels_path, "labels")
-    if evaluation_only(scene_path) or ("family" in labels.columns and (labels["family"] == "b").any()):
+    if evaluation_only(scene, labels):
         raise GeosegError(f"scene '{scene_path}': is evaluation-only data (family b); models are never "
                           "trained or selected on it")  # fmt: skip
     if scene.crs is None or labels.crs is None:

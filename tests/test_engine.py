@@ -159,3 +159,34 @@ def test_a_semantic_scene_holds_a_window_of_batches_not_the_scene(tmp_path, monk
     batches = -(-result.stats["tiles"] // 4)
     assert batches > 60 and len(result.features) > 0
     assert 0 < most[0] <= 8, f"{most[0]} of {batches} batches alive at once"
+
+
+def test_a_thread_keeps_a_scene_open_between_batches_and_reopens_a_changed_file(tmp_path, monkeypatch):
+    """Batches of one scene on one thread read from one open dataset; a file rewritten in place
+    (a new inode, size or time) is opened again, and a failed read closes the dataset."""
+    from geoseg.inference import tasks
+    from geoseg.inference.tiling import TileGrid
+    from geoseg.io.refs import SceneRef
+
+    path = tmp_path / "s.tif"
+    write_raster(path, np.full((64, 64), 7, np.uint8))
+    opened = []
+    real_open = SceneRef.open
+    monkeypatch.setattr(SceneRef, "open", lambda ref, **kw: opened.append(ref.path) or real_open(ref, **kw))
+    monkeypatch.setattr(tasks, "_open_scenes", tasks._OpenScenes())  # this thread's cache, empty
+    tiles = TileGrid(64, 64, size=32, overlap=0).tiles()
+    ref = SceneRef(str(path))
+    first = tasks.read_tiles(ref, tiles[:2], (32, 32))[2]
+    second = tasks.read_tiles(ref, tiles[2:], (32, 32))[2]
+    assert len(opened) == 1 and (first == 7).all() and (second == 7).all()
+
+    write_raster(tmp_path / "new.tif", np.full((64, 64), 9, np.uint8))
+    (tmp_path / "new.tif").replace(path)  # as a writer renames a finished file into place
+    assert (tasks.read_tiles(ref, tiles[:1], (32, 32))[2] == 9).all()
+    assert len(opened) == 2 and len(tasks._open_scenes.scenes) == 1  # the old one closed
+
+    held = next(iter(tasks._open_scenes.scenes.values()))
+    monkeypatch.setattr(type(held), "read", lambda *a, **k: (_ for _ in ()).throw(OSError("gone")))
+    with pytest.raises(OSError, match="gone"):
+        tasks.read_tiles(ref, tiles[:1], (32, 32))
+    assert held._ds is None and not tasks._open_scenes.scenes  # closed, not kept

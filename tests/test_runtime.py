@@ -103,6 +103,34 @@ def test_nanny_config_respects_the_users_choices(monkeypatch):
     assert "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_" not in nanny_config()
 
 
+def _worker_bookkeeping(dask_worker):
+    import dask.config
+
+    return {
+        "profile": dask.config.get("distributed.worker.profile.enabled"),
+        "profiling": "profile" in dask_worker.periodic_callbacks,
+        "tick": dask.config.get("distributed.admin.tick.interval"),
+        "monitor": dask.config.get("distributed.worker.memory.monitor-interval"),
+    }
+
+
+def test_quiet_worker_config_keeps_what_the_user_configured():
+    import dask.config
+    import distributed  # noqa: F401  (its defaults first, as in open_cluster)
+
+    from geoseg.batch.cluster import QUIET_WORKERS, quiet_worker_config
+
+    assert quiet_worker_config() == {key: ours for key, (_, ours) in QUIET_WORKERS.items()}
+    assert quiet_worker_config()["distributed.worker.profile.enabled"] is False
+    with dask.config.set({"distributed.worker.profile.enabled": True,  # the default: still overridden
+                          "distributed.scheduler.worker-saturation": 2.0,
+                          "distributed.admin.tick.interval": "50ms"}):  # fmt: skip
+        chosen = quiet_worker_config()
+    assert "distributed.worker.profile.enabled" in chosen
+    assert "distributed.scheduler.worker-saturation" not in chosen
+    assert "distributed.admin.tick.interval" not in chosen
+
+
 @pytest.fixture(scope="module")
 def clean_environ():
     """This process's environment without the variables under test, as a user's shell would be."""
@@ -130,7 +158,12 @@ def test_started_cluster_workers_lack_the_trim_variable_and_config_is_unchanged(
         assert dask.config.config["distributed"]["nanny"] == config["distributed"]["nanny"]
         env = list(client.run(_environ()).values())[0]
         applied = list(client.run(lambda dask_worker: dask_worker.plugins[PLUGIN].applied).values())[0]
+        quiet = list(client.run(_worker_bookkeeping).values())[0]
+        saturation = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.WORKER_SATURATION)
     assert env == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_WAIT_POLICY": "PASSIVE"}
+    # the worker's bookkeeping is quiet: no stack profiler, ticks and metrics less often
+    assert quiet == {"profile": False, "profiling": False, "tick": "500ms", "monitor": "500ms"}
+    assert saturation == 1.0
     assert applied["malloc"]["changed"] is False  # nothing to repair
     assert applied["omp_wait_policy"]["value"] == "PASSIVE"
     assert applied["torch_threads"] == len(os.sched_getaffinity(0))  # the host's only worker, 1 thread

@@ -264,7 +264,11 @@ def run_job(
             ) as (client, local_workers):
                 opts = job_options(job, local_workers)
                 # each worker (or this process) loads the model once, before the clock starts
-                client.run(warm_up, model, opts.device) if client is not None else warm_up(model, opts.device)
+                if client is not None:
+                    warm_workers(client, model, opts.device, job.scene_format)
+                    _warm_io(None)  # this process plans the scenes: it opens their headers
+                else:
+                    warm_up(model, opts.device, job.scene_format)
                 report.cluster_seconds = time.perf_counter() - started
                 scene_run = _SceneRun(job, model, opts, state, events, progress, rows, local=client is None)
                 scene_run.total = len(todo)
@@ -304,9 +308,11 @@ def job_options(job: Job, workers: int) -> PredictOptions:
     return replace(job.options, workers=workers)  # a batch size left open is chosen per device by prepare
 
 
-def warm_up(model: ModelSpec, device: str) -> None:
-    """On a worker: import what the tasks run and load the model (once per process), before any
-    scene, so that the first batches do not pay for it."""
+def warm_up(model: ModelSpec, device: str, vector_format: str | None = None) -> None:
+    """On a worker: import what the tasks run, load the model (once per process), open a raster
+    and write a one-feature layer in ``vector_format``, before any scene, so that the first batches
+    and reductions do not pay for GDAL's and the writers' first calls (on a host whose workers
+    share few cores, they would all pay at once)."""
     import geoseg.inference.blend  # noqa: F401
     import geoseg.inference.engine  # noqa: F401
     import geoseg.inference.features  # noqa: F401
@@ -315,6 +321,48 @@ def warm_up(model: ModelSpec, device: str) -> None:
     import geoseg.io.vectors  # noqa: F401
 
     get_segmenter(model, device)
+    _warm_io(vector_format)
+
+
+def warm_workers(client, model: ModelSpec, device: str, vector_format: str | None = None) -> None:
+    """:func:`warm_up` on every worker of ``client``, as a task in the worker's own task thread
+    (where the batches will run: the thread, and what it keeps per thread, exists before the first
+    batch)."""
+    workers = list(client.scheduler_info().get("workers", {}))
+    futures = [client.submit(warm_up, model, device, vector_format, workers=[w], allow_other_workers=False,
+                             pure=False, key=f"geoseg-warm-up-{i}-{os.getpid()}-{time.time_ns()}")
+               for i, w in enumerate(workers)]  # fmt: skip
+    try:
+        client.gather(futures)
+    finally:
+        for f in futures:
+            f.release()
+
+
+def _warm_io(vector_format: str | None) -> None:
+    import tempfile
+
+    import geopandas as gpd
+    import numpy as np
+    import pyproj
+    import rasterio
+    import shapely
+    from rasterio.io import MemoryFile
+    from rasterio.transform import from_origin
+
+    # PROJ's database: ground sample distances, lon/lat and geodesic areas
+    pyproj.Transformer.from_crs("EPSG:3857", "EPSG:4326", always_xy=True).transform(0.0, 0.0)
+    with MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=16, height=16, count=1, dtype="uint8", crs="EPSG:3857",
+                      transform=from_origin(0, 16, 1, 1)) as ds:  # fmt: skip
+            ds.write(np.zeros((1, 16, 16), np.uint8))
+        with rasterio.open(mem.name) as ds:
+            ds.read(1, window=((0, 8), (0, 8)))
+    if vector_format:
+        one = gpd.GeoDataFrame({"score": [1.0], "label": ["x"]}, geometry=[shapely.box(0, 0, 1, 1)],
+                               crs="EPSG:3857")  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="geoseg-warm-") as tmp:
+            write_vectors(one, os.path.join(tmp, "warm" + FORMATS[vector_format][0]), fmt=vector_format)
 
 
 def _scene_output(job: Job, plan: ScenePlan) -> str:

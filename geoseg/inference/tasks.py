@@ -8,9 +8,11 @@ and results small enough to travel between dask workers.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
@@ -32,6 +34,7 @@ from geoseg.inference.tiling import Tile
 from geoseg.inference.vectorize import instance_parts, label_pieces, mask_windows, semantic_pieces
 from geoseg.io.gdal import gdal_env
 from geoseg.io.refs import SceneRef
+from geoseg.io.scene import Scene
 from geoseg.io.vectors import write_features
 from geoseg.models.segmenter import ModelSpec, Segmenter, get_segmenter, model_metadata, to_numpy
 from geoseg.runtime import task_threads
@@ -125,7 +128,7 @@ def read_tiles(
     """Read ``tiles`` in a worker: ``(arrays, todo, batch)`` where ``todo`` indexes the tiles with
     any data and ``batch`` stacks those, padded with NaN to ``tile_shape`` (None if there are none).
     """
-    with scene_ref.open(warn=False) as scene:  # warned once, when the scene was planned
+    with _reading(scene_ref) as scene:
         arrays = [scene.read(t.window) for t in tiles]
     todo = [i for i, a in enumerate(arrays) if not np.isnan(a).all()]
     if not todo:
@@ -136,6 +139,58 @@ def read_tiles(
         _, h, w = arrays[i].shape
         batch[slot, :, :h, :w] = arrays[i]
     return arrays, todo, batch
+
+
+class _OpenScenes(threading.local):
+    """The rasters a thread has open for reading, least recently used first: a worker thread
+    reads a scene batch after batch, and opening it for each one (GDAL's open, the header, and for
+    a remote COG its HTTP requests) cost more than the reading."""
+
+    keep = 2  # a thread reads one scene at a time, two where scenes overlap
+
+    def __init__(self) -> None:
+        self.scenes: OrderedDict = OrderedDict()
+
+
+_open_scenes = _OpenScenes()
+
+
+class _reading:
+    """``with _reading(ref) as scene``: the scene ``ref`` opens (warned of once, when the scene was
+    planned), kept open for this thread's next batch of it. A local file is reopened when it
+    changed (its size, modification time or inode); slices are opened each time; a scene whose
+    read failed is closed."""
+
+    def __init__(self, ref: SceneRef) -> None:
+        self.ref = ref
+        self.scene = None
+        self.key = None
+
+    def __enter__(self):
+        ref = self.ref
+        cache = _open_scenes.scenes
+        self.key = (ref, _signature(ref.path))
+        for stale in [k for k in cache if k[0] == ref and k != self.key]:  # the file changed
+            cache.pop(stale).close()
+        self.scene = cache.pop(self.key, None) or ref.open(warn=False)
+        return self.scene
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        if exc_type is not None or not isinstance(self.scene, Scene):
+            self.scene.close()
+            return
+        cache = _open_scenes.scenes
+        cache[self.key] = self.scene
+        while len(cache) > _OpenScenes.keep:
+            cache.popitem(last=False)[1].close()
+
+
+def _signature(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # a URI GDAL opens (/vsis3/..., https://...)
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _vectorize(
@@ -291,6 +346,7 @@ def reduce_instances(work: SceneWork, *results) -> SceneOutcome:
     """A scene's instance reduction (a task): merge its tiles' parts into whole objects, drop those
     under the minimum area or outside the checkpoint's object limits, georeference, write."""
 
+    leave_the_task_slot()
     try:
         seg = get_segmenter(work.model, work.opts.device)
         parts = [p for r in results for p in r.parts]
@@ -319,6 +375,22 @@ def reduce_instances(work: SceneWork, *results) -> SceneOutcome:
         return _deliver(work, features, stats)
     except GeosegError as exc:
         raise type(exc)(str(exc)) from None  # no GDAL cause: it may not survive the trip home
+
+
+def leave_the_task_slot() -> None:
+    """In a dask.distributed worker, a reduction leaves the worker's pool of task threads
+    (``distributed.secede``): the worker can start its next batch while this scene is merged and
+    written, instead of a batch waiting behind every reduction that lands on its worker (on a
+    1-thread worker, the slot is the model's). Elsewhere a no-op: this process's runner has a thread
+    of its own for reductions already."""
+    distributed = sys.modules.get("distributed")  # never imported for a run in this process
+    if distributed is None:
+        return
+    try:
+        distributed.get_worker()
+    except ValueError:  # not in a worker
+        return
+    distributed.secede()
 
 
 def _deliver(work: SceneWork, features: gpd.GeoDataFrame, stats: dict) -> SceneOutcome:
@@ -401,6 +473,7 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
     """Whole regions: drop those under the minimum area (from outlines and mask), commit the mask,
     georeference and write the outlines."""
 
+    leave_the_task_slot()
     work = state.work
     try:
         classes = class_names(get_segmenter(work.model, work.opts.device))

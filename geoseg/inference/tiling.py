@@ -131,13 +131,21 @@ class TileGrid:
     def __iter__(self):
         rstarts, rlens, rb = self._rows
         cstarts, clens, cb = self._cols
+        # each tile's transform is ``self.transform @ Affine.translation(c0, r0)``, written out
+        # term by term as affine computes it (the same floats): the matrix product costs more
+        # than the rest of the tile
+        sa, sb, sc, sd, se, sf = tuple(self.transform)[:6]
         index = 0
         for i, (r0, rh) in enumerate(zip(rstarts, rlens, strict=True)):
             for j, (c0, cw) in enumerate(zip(cstarts, clens, strict=True)):
                 window = Window(c0, r0, cw, rh)
                 core = Window(cb[j], rb[i], cb[j + 1] - cb[j], rb[i + 1] - rb[i])
                 cut = (r0 > 0, c0 > 0, r0 + rh < self.height, c0 + cw < self.width)
-                yield Tile(index, i, j, window, core, self.transform @ Affine.translation(c0, r0), cut)
+                transform = Affine(
+                    sa * 1.0 + sb * 0.0, sa * 0.0 + sb * 1.0, sa * c0 + sb * r0 + sc,
+                    sd * 1.0 + se * 0.0, sd * 0.0 + se * 1.0, sd * c0 + se * r0 + sf,
+                )  # fmt: skip
+                yield Tile(index, i, j, window, core, transform, cut)
                 index += 1
 
     def tiles(self) -> list[Tile]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import shapely
 from affine import Affine
@@ -24,16 +26,26 @@ def pixel_to_crs(geoms: np.ndarray, transform: Affine) -> np.ndarray:
 
 def to_lonlat(geoms: np.ndarray, crs) -> np.ndarray:
     """Geometries in ``crs`` to WGS84 lon/lat (no antimeridian handling: for measuring)."""
-    src = CRS.from_user_input(crs)
-    if src.equals(CRS.from_epsg(4326)):
+    tr = _lonlat_transformer(crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs))
+    if tr is None:
         return np.asarray(geoms, dtype=object)
-    tr = Transformer.from_crs(src, 4326, always_xy=True)
 
     def fn(xy: np.ndarray) -> np.ndarray:
         x, y = tr.transform(xy[:, 0], xy[:, 1])
         return np.column_stack([x, y])
 
     return shapely.transform(np.asarray(geoms, dtype=object), fn)
+
+
+@functools.lru_cache(maxsize=64)
+def _lonlat_transformer(crs: str) -> Transformer | None:
+    """The transformer from ``crs`` (WKT or any pyproj input) to lon/lat, None if it is lon/lat:
+    made once per CRS (parsing a CRS and building a transformer cost more than transforming a
+    scene's objects). pyproj's transformers are thread-safe."""
+    src = CRS.from_user_input(crs)
+    if src.equals(CRS.from_epsg(4326)):
+        return None
+    return Transformer.from_crs(src, 4326, always_xy=True)
 
 
 def geodesic_areas(lonlat_geoms: np.ndarray) -> np.ndarray:

@@ -200,9 +200,6 @@ def write_features(
 ) -> None:  # fmt: skip
     """Write a scene's features: GeoJSON in pixel coordinates for a pixel-space scene (a slice),
     any format in the scene's CRS otherwise (see :mod:`geoseg.io.vectors`)."""
-    pass  # REMOVED-SELF-IMPORT
-    from geoseg.io.vectors import format_for, write_vectors
-
     fmt = format_for(path, fmt)
     if pixel_space and fmt == "geojson" and features.crs is None:
         write_pixel_geojson(features, path, overwrite=overwrite)

@@ -9,15 +9,23 @@ time of S scenes on N workers is S x 1.6 / N. The figure is the time spent in sc
 report's ``scenes_seconds``: from the first scene's start to the last one's end); the cluster's
 start and the loading of the model on each worker are reported beside it.
 
-    .venv/bin/python bench/engine_scaling.py [--workers 1,2,4,8,16] [--scenes 8] [--delay 0.1]
+    .venv/bin/python bench/engine_scaling.py [--workers 1,2,4,8,16] [--scenes 8] [--delay 0.1] [--repeat 1]
 
 With ``--workers 16`` the scene count is raised to 16 so every worker has a scene's worth of work.
+``--idle N`` first measures the bookkeeping of N idle worker processes: the CPU time they and the
+scheduler take in 2.5 s with dask's own settings and with the quiet ones geoseg starts its
+LocalCluster with (:func:`geoseg.batch.cluster.quiet_worker_config`).
+
+``--repeat N`` runs each worker count N times (a fresh cluster each time) and reports the median,
+with the fastest and slowest run beside it: on a 2-core machine 16 worker processes make the
+figure vary by a few hundredths of a second from run to run.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -76,26 +84,65 @@ def run(workers: int, scenes: int, delay: float) -> dict:
     return report
 
 
+def idle_cpu(workers: int, quiet: bool, seconds: float = 2.5) -> float:
+    """CPU seconds per second that ``workers`` idle worker processes and this process (the
+    scheduler's) take."""
+    import time
+
+    import psutil
+
+    from geoseg.batch.cluster import start_local_cluster
+
+    with start_local_cluster(workers, quiet=quiet) as cluster:
+        from dask.distributed import Client
+
+        with Client(cluster):
+            time.sleep(2.0)  # let the start settle
+            me = psutil.Process()
+
+            def cpu() -> float:
+                total = 0.0
+                for p in [me, *me.children(recursive=True)]:
+                    try:
+                        t = p.cpu_times()
+                    except psutil.Error:
+                        continue
+                    total += t.user + t.system
+                return total
+
+            before = cpu()
+            time.sleep(seconds)
+            return (cpu() - before) / seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", default="1,2,4,8,16", help="worker counts, comma-separated")
     ap.add_argument("--scenes", type=int, default=8)
     ap.add_argument("--delay", type=float, default=0.1, help="model seconds per tile")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per worker count (median reported)")
+    ap.add_argument("--idle", type=int, default=0, help="first: idle CPU of this many workers")
     args = ap.parse_args()
+    if args.idle:
+        loud, quiet = idle_cpu(args.idle, False), idle_cpu(args.idle, True)
+        print(f"{args.idle} idle workers and their scheduler: dask's settings {loud:.3f} CPU-s/s, "
+              f"geoseg's quiet ones {quiet:.3f} CPU-s/s ({loud / max(quiet, 1e-3):.1f}x less)")  # fmt: skip
     tiles_per_scene = (SIDE // TILE) ** 2
     per_scene = tiles_per_scene * args.delay
     base = None
     print(f"{'workers':>7} {'scenes':>6} {'in scenes s':>11} {'ideal s':>8} {'/ideal':>7} {'speed-up':>8} "
-          f"{'start s':>8}")  # fmt: skip
+          f"{'start s':>8}" + ("  /ideal of each run" if args.repeat > 1 else ""))  # fmt: skip
     for n in (int(w) for w in args.workers.split(",")):
         scenes = max(args.scenes, n) if n >= 16 else args.scenes
-        report = run(n, scenes, args.delay)
-        busy = report["scenes_seconds"]
+        reports = [run(n, scenes, args.delay) for _ in range(max(1, args.repeat))]
+        times = sorted(r["scenes_seconds"] for r in reports)
+        busy = statistics.median(times)
         ideal = scenes * per_scene / n
         rate = scenes / busy
         base = base or (rate, n)
+        each = "  " + " ".join(f"{t / ideal:.2f}" for t in times) if len(times) > 1 else ""
         print(f"{n:>7} {scenes:>6} {busy:>11.2f} {ideal:>8.2f} {busy / ideal:>7.2f} "
-              f"{rate / base[0] * base[1]:>8.2f} {report['cluster_seconds']:>8.1f}")  # fmt: skip
+              f"{rate / base[0] * base[1]:>8.2f} {reports[0]['cluster_seconds']:>8.1f}{each}")  # fmt: skip
     print("speed-up: scenes per second relative to the first row (times its worker count)")
     print("done means: time in scenes <= 1.3 x ideal at 8 workers (8 scenes) and 16 workers (16 scenes)")
     print(rerun_line(sys.argv))

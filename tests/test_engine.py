@@ -190,3 +190,32 @@ def test_a_thread_keeps_a_scene_open_between_batches_and_reopens_a_changed_file(
     with pytest.raises(OSError, match="gone"):
         tasks.read_tiles(ref, tiles[:1], (32, 32))
     assert held._ds is None and not tasks._open_scenes.scenes  # closed, not kept
+
+
+def test_a_reduction_on_a_dask_worker_leaves_the_task_slot_to_the_next_batch():
+    """On a 1-thread worker a task that has left the slot (as reductions do) lets the next task
+    run beside it; outside a worker, leaving the slot does nothing."""
+    import time
+
+    from dask.distributed import Client, LocalCluster
+
+    from geoseg.inference.tasks import leave_the_task_slot
+
+    def reduction(seconds):
+        leave_the_task_slot()
+        leave_the_task_slot()  # a second call is harmless
+        time.sleep(seconds)
+        return time.perf_counter()
+
+    def batch():
+        return time.perf_counter()
+
+    leave_the_task_slot()  # here: not a worker
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            slow = client.submit(reduction, 1.5, pure=False)
+            while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) < 1:
+                time.sleep(0.01)
+            time.sleep(0.3)  # the reduction is running
+            fast = client.submit(batch, pure=False)
+            assert fast.result(timeout=30) < slow.result(timeout=30)

@@ -14,11 +14,12 @@ each worker process.
 
 Many workers on one host also pay for their own bookkeeping: each samples its threads' stacks for the
 dashboard's profile every 10 ms and wakes for ticks and system metrics several times a second. Sixteen
-idle workers on two cores took 0.34 CPU-seconds a second that way, more than a sixth of the machine
-and the share a model's reading and polygonising needed. A LocalCluster geoseg starts turns the
-profiler off and wakes less often (:func:`quiet_worker_config`); its scheduler hands a worker a new
-root task only when it has a free thread (``worker-saturation`` 1.0), so a worker that is late
-(it merged a scene) is not given a batch another worker could have run.
+idle workers and their scheduler on two cores took 0.48 CPU-seconds a second that way (0.06 with the
+settings below), a quarter of the machine, which the batches' reading and polygonising needed. A
+LocalCluster geoseg starts turns the profiler off and wakes less often (:func:`quiet_worker_config`);
+its scheduler hands a worker a new root task only when it has a free thread (``worker-saturation``
+1.0), so a worker that is late (it merged a scene) is not given a batch another worker could have
+run.
 """
 
 from __future__ import annotations
@@ -98,16 +99,18 @@ def _nanny_keys() -> set[str]:
     return {*(dask.config.get(_PRE_SPAWN, default={}) or {}), OMP_WAIT_POLICY, "PYTHONHASHSEED"}
 
 
-def start_local_cluster(n_workers: int, threads_per_worker: int = 1, **kwargs):
+def start_local_cluster(n_workers: int, threads_per_worker: int = 1, *, quiet: bool = True, **kwargs):
     """A LocalCluster of ``n_workers`` processes (dask's spawn start method) whose workers start
     without the nanny's malloc trim variable and with ``OMP_WAIT_POLICY=PASSIVE`` (see
-    :func:`nanny_config`), and keep their bookkeeping quiet (:func:`quiet_worker_config`). Neither
-    dask's global config nor this process's environment keeps a trace.
+    :func:`nanny_config`), and keep their bookkeeping quiet (:func:`quiet_worker_config`; ``quiet=False``
+    keeps dask's own settings, for comparison). Neither dask's global config nor this process's
+    environment keeps a trace.
     """
     import dask.config
     from dask.distributed import LocalCluster  # imports distributed first: its defaults are in place
 
-    with _environ_kept(_nanny_keys()), dask.config.set({**nanny_config(), **quiet_worker_config()}):
+    overrides = {**nanny_config(), **(quiet_worker_config() if quiet else {})}
+    with _environ_kept(_nanny_keys()), dask.config.set(overrides):
         return LocalCluster(
             n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
             dashboard_address=None, **kwargs,

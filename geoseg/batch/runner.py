@@ -265,7 +265,8 @@ def run_job(
                 opts = job_options(job, local_workers)
                 # each worker (or this process) loads the model once, before the clock starts
                 if client is not None:
-                    warm_workers(client, model, opts.device, job.scene_format)
+                    joined = bool(scheduler or job.scheduler)  # its workers may be busy with others' work
+                    warm_workers(client, model, opts.device, job.scene_format, out_of_band=joined)
                     _warm_io(None)  # this process plans the scenes: it opens their headers
                 else:
                     warm_up(model, opts.device, job.scene_format)
@@ -324,10 +325,16 @@ def warm_up(model: ModelSpec, device: str, vector_format: str | None = None) -> 
     _warm_io(vector_format)
 
 
-def warm_workers(client, model: ModelSpec, device: str, vector_format: str | None = None) -> None:
+def warm_workers(
+    client, model: ModelSpec, device: str, vector_format: str | None = None, *, out_of_band: bool = False
+) -> None:  # fmt: skip
     """:func:`warm_up` on every worker of ``client``, as a task in the worker's own task thread
     (where the batches will run: the thread, and what it keeps per thread, exists before the first
-    batch)."""
+    batch). ``out_of_band``: on the workers' event loops instead (``client.run``), which never waits
+    for a task thread: for a cluster geoseg joined, whose threads may be busy with other work."""
+    if out_of_band:
+        client.run(warm_up, model, device, vector_format)
+        return
     workers = list(client.scheduler_info().get("workers", {}))
     futures = [client.submit(warm_up, model, device, vector_format, workers=[w], allow_other_workers=False,
                              pure=False, key=f"geoseg-warm-up-{i}-{os.getpid()}-{time.time_ns()}")

@@ -390,7 +390,10 @@ def leave_the_task_slot() -> None:
         distributed.get_worker()
     except ValueError:  # not in a worker
         return
-    distributed.secede()
+    from distributed.threadpoolexecutor import thread_state
+
+    if getattr(thread_state, "proceed", False):  # a thread of the pool that has not left it yet
+        distributed.secede()
 
 
 def _deliver(work: SceneWork, features: gpd.GeoDataFrame, stats: dict) -> SceneOutcome:

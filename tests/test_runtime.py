@@ -232,3 +232,14 @@ def test_plugin_restores_malloc_thresholds_on_a_joined_nanny_worker(nanny_worker
     assert applied["omp_wait_policy"]["changed"] is True and env["OMP_WAIT_POLICY"] == "PASSIVE"
     # the repair works: freed buffers stay mapped instead of being faulted in again every time
     assert before > 50 * 128 and after < before / 4, (before, after)
+
+
+def test_the_gil_switch_interval_is_short_while_a_started_cluster_runs_and_put_back_after():
+    import sys
+
+    from geoseg.batch.cluster import _responsive_scheduler
+
+    before = sys.getswitchinterval()
+    with _responsive_scheduler():
+        assert sys.getswitchinterval() <= 0.001
+    assert sys.getswitchinterval() == before

@@ -255,18 +255,18 @@ def run_job(
                        scene=step.plan.key)  # fmt: skip
         if todo:
             started = time.perf_counter()
+            address = scheduler or job.scheduler
             with open_cluster(
                 workers if workers is not None else job.workers,
                 processes=job.processes,
                 threads_per_worker=job.threads_per_worker,
-                address=scheduler or job.scheduler,
+                address=address,
                 events=events,
             ) as (client, local_workers):
                 opts = job_options(job, local_workers)
                 # each worker (or this process) loads the model once, before the clock starts
-                if client is not None:
-                    joined = bool(scheduler or job.scheduler)  # its workers may be busy with others' work
-                    warm_workers(client, model, opts.device, job.scene_format, out_of_band=joined)
+                if client is not None:  # a joined cluster's workers may be busy with others' work
+                    warm_workers(client, model, opts.device, job.scene_format, out_of_band=bool(address))
                     _warm_io(None)  # this process plans the scenes: it opens their headers
                 else:
                     warm_up(model, opts.device, job.scene_format)
@@ -335,15 +335,9 @@ def warm_workers(
     if out_of_band:
         client.run(warm_up, model, device, vector_format)
         return
-    workers = list(client.scheduler_info().get("workers", {}))
-    futures = [client.submit(warm_up, model, device, vector_format, workers=[w], allow_other_workers=False,
-                             pure=False, key=f"geoseg-warm-up-{i}-{os.getpid()}-{time.time_ns()}")
-               for i, w in enumerate(workers)]  # fmt: skip
-    try:
-        client.gather(futures)
-    finally:
-        for f in futures:
-            f.release()
+    workers = client.scheduler_info().get("workers", {})
+    client.gather([client.submit(warm_up, model, device, vector_format, workers=[w], pure=False)
+                   for w in workers])  # fmt: skip
 
 
 def _warm_io(vector_format: str | None) -> None:

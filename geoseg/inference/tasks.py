@@ -8,6 +8,7 @@ and results small enough to travel between dask workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -155,34 +156,28 @@ class _OpenScenes(threading.local):
 _open_scenes = _OpenScenes()
 
 
-class _reading:
+@contextlib.contextmanager
+def _reading(ref: SceneRef):
     """``with _reading(ref) as scene``: the scene ``ref`` opens (warned of once, when the scene was
     planned), kept open for this thread's next batch of it. A local file is reopened when it
     changed (its size, modification time or inode); slices are opened each time; a scene whose
     read failed is closed."""
-
-    def __init__(self, ref: SceneRef) -> None:
-        self.ref = ref
-        self.scene = None
-        self.key = None
-
-    def __enter__(self):
-        ref = self.ref
-        cache = _open_scenes.scenes
-        self.key = (ref, _signature(ref.path))
-        for stale in [k for k in cache if k[0] == ref and k != self.key]:  # the file changed
-            cache.pop(stale).close()
-        self.scene = cache.pop(self.key, None) or ref.open(warn=False)
-        return self.scene
-
-    def __exit__(self, exc_type, *_exc) -> None:
-        if exc_type is not None or not isinstance(self.scene, Scene):
-            self.scene.close()
-            return
-        cache = _open_scenes.scenes
-        cache[self.key] = self.scene
-        while len(cache) > _OpenScenes.keep:
-            cache.popitem(last=False)[1].close()
+    cache = _open_scenes.scenes
+    key = (ref, _signature(ref.path))
+    for stale in [k for k in cache if k[0] == ref and k != key]:  # the file changed
+        cache.pop(stale).close()
+    scene = cache.pop(key, None) or ref.open(warn=False)
+    try:
+        yield scene
+    except BaseException:
+        scene.close()
+        raise
+    if not isinstance(scene, Scene):
+        scene.close()
+        return
+    cache[key] = scene
+    while len(cache) > _OpenScenes.keep:
+        cache.popitem(last=False)[1].close()
 
 
 def _signature(path: str) -> tuple | None:

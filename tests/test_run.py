@@ -582,6 +582,29 @@ def test_stac_item_footprint_is_the_scene_in_lonlat(tmp_path):
     assert 2.9 < lon.min() < lon.max() < 3.1 and 49.6 < lat.min() < lat.max() < 49.7  # zone 31 N, 5500 km
 
 
+@pytest.mark.parametrize("gsd", [None, 3.0])
+def test_run_records_the_footprint_of_the_scene_as_read_from_its_file(tmp_path, gsd):
+    """The outline a STAC Item gets is measured where the scene is reduced, from its plan (also when
+    it is read resampled); it is the outline of the file itself."""
+    from geoseg.batch.stac import scene_footprint
+
+    write_raster(tmp_path / "a.tif", objects_array(700, 600, seed=3))
+    (tmp_path / "job.yaml").write_text(
+        "name: fp\ninputs: [{glob: a.tif}]\nmodel: geoseg.models.plugins:threshold_instances\n"
+        "model_args: {threshold: 100}\ntiling: {tile_size: 256, overlap: 32}\n"
+        + (f"predict: {{gsd: {gsd}}}\n" if gsd else "")
+        + "outputs: {dir: out}\nstore: tiles\n"
+    )
+    from geoseg.batch.runner import run_job
+
+    assert run_job(load_job(tmp_path / "job.yaml")).counts()["done"] == 1
+    with RunState.open(str(tmp_path / "tiles" / "fp"), "fp", readonly=True) as state:
+        recorded = state.get("a")["footprint"]
+    expected = scene_footprint(str(tmp_path / "a.tif"))
+    assert recorded["type"] == "Polygon"
+    np.testing.assert_allclose(recorded["coordinates"], expected["coordinates"], atol=1e-7)
+
+
 def test_semantic_run_catalogues_its_masks_and_draws_them(tmp_path):
     """A semantic job's STAC Items list the class mask (a COG) beside the outlines, and its HTML
     report draws the mask over the scene."""

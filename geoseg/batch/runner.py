@@ -418,7 +418,7 @@ class _SceneRun:
         job, plan = self.job, step.plan
         out_rel, mask_rel = _scene_output(job, plan), _mask_output(job, plan)
         outputs = Outputs(vectors=os.path.join(job.out_dir, out_rel), fmt=job.scene_format, overwrite=True,
-                          scene_name=plan.item_id or plan.key)  # fmt: skip
+                          scene_name=plan.item_id or plan.key, footprint=bool(job.stac))  # fmt: skip
         semantic = {}
         if get_segmenter(self.model, "cpu").task == "semantic":
             semantic = {"mask_path": os.path.join(job.out_dir, mask_rel) if mask_rel else None}
@@ -447,7 +447,7 @@ class _SceneRun:
         if s.get("pixel_space"):
             rec["pixel_space"] = True
         if self.job.stac:
-            rec["footprint"] = _footprint(plan)
+            rec["footprint"] = outcome.footprint
         self.state.put(plan.key, rec)
         shutil.rmtree(self._cache_dir(step), ignore_errors=True)
         tps = s["tiles_run"] / seconds if seconds > 0 else 0.0
@@ -460,16 +460,6 @@ class _SceneRun:
             "tiles": s["tiles"], "tiles_run": s["tiles_run"], "seconds": seconds,
             "tiles_per_second": round(tps, 3), "output": outputs[0], "outputs": outputs, **_reading(plan),
         }  # fmt: skip
-
-
-def _footprint(plan: ScenePlan) -> dict | None:
-    """The scene's outline in lon/lat for its STAC Item (None without a CRS or if unreadable now)."""
-    from geoseg.batch.stac import scene_footprint
-
-    try:
-        return scene_footprint(plan.href, plan.bands, plan.crs)
-    except (GeosegError, OSError):
-        return None
 
 
 def _reading(plan: ScenePlan) -> dict:

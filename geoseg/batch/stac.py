@@ -59,21 +59,11 @@ def media_type(path: str) -> str | None:
 def scene_footprint(href: str, bands=None, crs=None) -> dict | None:
     """The scene's outline in EPSG:4326 as a GeoJSON geometry (densified edges), or None for a
     scene without a CRS (a slice in pixel space)."""
-    import shapely
-    from rasterio.warp import transform_geom
-
+    from geoseg.io.georef import lonlat_footprint
     from geoseg.io.scene import Scene
 
     with Scene(href, bands=bands, crs=crs, warn=False) as scene:
-        if scene.crs is None:
-            return None
-        left, top = scene.transform * (0, 0)
-        right, bottom = scene.transform * (scene.width, scene.height)
-        box = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
-        box = shapely.segmentize(box, max(abs(right - left), abs(bottom - top)) / 4)
-        geom = transform_geom(scene.crs, "EPSG:4326", shapely.geometry.mapping(box))
-    ring = [[round(x, 7), round(y, 7)] for x, y in geom["coordinates"][0]]
-    return {"type": "Polygon", "coordinates": [ring]}
+        return lonlat_footprint(scene.transform, scene.width, scene.height, scene.crs)
 
 
 def _item(key: str, rec: dict, job, model_name: str, seg) -> pystac.Item:  # noqa: F821

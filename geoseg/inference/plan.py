@@ -43,6 +43,9 @@ class Outputs:
     layer: str | None = None
     scene_name: str | None = None
     keep: bool = False
+    #: the scene's lon/lat outline comes back with its outcome (for a STAC Item), measured where
+    #: the scene is reduced rather than by opening it again on the client
+    footprint: bool = False
 
 
 @dataclass

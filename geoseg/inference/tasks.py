@@ -23,6 +23,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from rasterio.errors import RasterioError
 
 from geoseg.errors import GeosegError
 from geoseg.faults import fault_point
@@ -34,6 +35,7 @@ from geoseg.inference.tilecache import TileCache
 from geoseg.inference.tiling import Tile
 from geoseg.inference.vectorize import instance_parts, label_pieces, mask_windows, semantic_pieces
 from geoseg.io.gdal import gdal_env
+from geoseg.io.georef import lonlat_footprint
 from geoseg.io.refs import SceneRef
 from geoseg.io.scene import Scene
 from geoseg.io.vectors import write_features
@@ -335,6 +337,7 @@ class SceneOutcome:
 
     stats: dict
     features: gpd.GeoDataFrame | None = None
+    footprint: dict | None = None  # GeoJSON outline in lon/lat, when the outputs asked for it
 
 
 def reduce_instances(work: SceneWork, *results) -> SceneOutcome:
@@ -401,7 +404,14 @@ def _deliver(work: SceneWork, features: gpd.GeoDataFrame, stats: dict) -> SceneO
                        pixel_space=work.pixel_space, layer=out.layer)  # fmt: skip
         fault_point("scene-written")
     keep = out.keep or out.vectors is None
-    return SceneOutcome(stats, features if keep else None)
+    footprint = None
+    if out.footprint:
+        meta = work.meta
+        try:  # an outline that cannot be made is left out; it never fails the scene
+            footprint = lonlat_footprint(meta["transform"], work.grid.width, work.grid.height, meta["crs"])
+        except (RasterioError, ValueError):
+            footprint = None
+    return SceneOutcome(stats, features if keep else None, footprint)
 
 
 @dataclass

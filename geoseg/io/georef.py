@@ -102,8 +102,23 @@ def ground_sample_distance(transform: Affine, crs, width: int, height: int) -> f
     lengths of one pixel step along a row and along a column (any CRS, rotated transforms too)."""
     col, row = width / 2, height / 2
     pts = np.array([transform * (col, row), transform * (col + 1, row), transform * (col, row + 1)])
-    lon, lat = Transformer.from_crs(CRS.from_user_input(crs), 4326, always_xy=True).transform(
-        pts[:, 0], pts[:, 1]
-    )
+    tr = _lonlat_transformer(crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs))
+    lon, lat = (pts[:, 0], pts[:, 1]) if tr is None else tr.transform(pts[:, 0], pts[:, 1])
     _, _, dist = _GEOD.inv([lon[0], lon[0]], [lat[0], lat[0]], lon[1:], lat[1:])
     return float(np.sqrt(dist[0] * dist[1]))
+
+
+def lonlat_footprint(transform: Affine, width: int, height: int, crs) -> dict | None:
+    """A raster's outline in EPSG:4326 as a GeoJSON geometry (each edge densified into four
+    segments, coordinates rounded to 7 decimals), or None without a CRS (a slice in pixel space)."""
+    if crs is None:
+        return None
+    from rasterio.warp import transform_geom
+
+    left, top = transform * (0, 0)
+    right, bottom = transform * (width, height)
+    box = shapely.box(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+    box = shapely.segmentize(box, max(abs(right - left), abs(bottom - top)) / 4)
+    geom = transform_geom(crs, "EPSG:4326", shapely.geometry.mapping(box))
+    ring = [[round(x, 7), round(y, 7)] for x, y in geom["coordinates"][0]]
+    return {"type": "Polygon", "coordinates": [ring]}

@@ -219,3 +219,83 @@ def test_a_reduction_on_a_dask_worker_leaves_the_task_slot_to_the_next_batch():
             time.sleep(0.3)  # the reduction is running
             fast = client.submit(batch, pure=False)
             assert fast.result(timeout=30) < slow.result(timeout=30)
+
+
+class _FakeClient:
+    def __init__(self, workers):
+        self.workers = workers
+
+    def scheduler_info(self):
+        return {"workers": self.workers}
+
+
+def test_a_scene_s_batches_go_where_its_last_batch_went_while_that_worker_has_room():
+    """Placement on a CPU cluster: a run's first batches start on every idle worker; after that a
+    scene's batches stay on one worker up to ``depth`` per thread, then move to the least loaded."""
+    from geoseg.inference.engine import _Placement
+
+    workers = {f"tcp://w{i}": {"nthreads": 1} for i in range(3)}
+    place = _Placement(_FakeClient(workers), workers, depth=3)
+    first = [place.take("a") for _ in range(3)]
+    assert sorted(first) == ["tcp://w0", "tcp://w1", "tcp://w2"]  # idle workers first
+    home = first[-1]
+    assert place.take("a") == home and place.load[home] == 2  # room left there (3 per thread)
+    b = [place.take("b") for _ in range(2)]  # none idle: the least loaded, then it stays there
+    assert b[0] == b[1] != home and place.load[b[0]] == 3
+    assert place.take("b") != b[0]  # that one is full: the least loaded takes the next
+    place.give_back(home)
+    place.give_back(home)  # that worker has nothing to do now
+    assert place.take("c") == home  # an idle worker takes the next batch, whoever's it is
+    assert place.take("c") == home
+    place.forget("c")
+    assert "c" not in place.home
+
+
+def test_placement_sees_workers_that_joined_or_left():
+    from geoseg.inference.engine import _Placement
+
+    workers = {"tcp://a": {"nthreads": 2}}
+    client = _FakeClient(workers)
+    place = _Placement(client, workers, depth=2)
+    assert place.slots == {"tcp://a": 4}
+    client.workers = {"tcp://b": {"nthreads": 1}}
+    place.seen -= 60  # the last look is old
+    assert place.take("s") == "tcp://b"
+    assert set(place.slots) == {"tcp://b"}
+
+
+@pytest.mark.slow
+def test_placed_batches_on_a_cluster_give_the_objects_of_a_local_run(scenes, tmp_path):
+    """Two worker processes: each batch goes to the worker the runner placed it on (a preference
+    dask may overrule), four scenes' objects equal an in-process run's, and every load was given back."""
+    from dask.distributed import Client, LocalCluster
+
+    from geoseg.inference.engine import DaskRunner
+
+    opts = PredictOptions(tile_size=128, overlap=16, batch_size=2)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            runner = DaskRunner(client)
+            assert runner.placement is not None and runner.window == runner.depth * 2
+            placed = []
+            submit = client.submit
+
+            def spy(fn, *args, **kwargs):
+                if "workers" in kwargs:
+                    placed.append(kwargs["workers"][0])
+                return submit(fn, *args, **kwargs)
+
+            client.submit = spy
+            try:
+                done = _run(scenes, THRESHOLD, opts, runner, out_dir=tmp_path)
+            finally:
+                client.submit = submit
+            assert set(placed) == set(client.scheduler_info()["workers"])  # both workers were used
+            assert sum(runner.placement.load.values()) == 0
+    for path in scenes:
+        outcome, error = done[path.stem]
+        assert error is None
+        got = gpd.read_file(tmp_path / f"{path.stem}.gpkg")
+        want = predict_scene(path, THRESHOLD, opts).features
+        assert len(got) == len(want) == outcome.stats["objects"] > 0
+        assert np.allclose(np.sort(got.area.to_numpy()), np.sort(want.area.to_numpy()))

@@ -22,6 +22,9 @@ the data goes from worker to worker and never through the client.
   minimum area, commits the mask and writes the outlines. The state carries only the overlap strips
   still waiting for their neighbours, so memory does not grow with the scene's area.
 
+On a CPU cluster, a scene's batches are placed on as few workers as keep every worker busy
+(:class:`DaskRunner`), so that its reduction runs where its inputs are.
+
 At most ``window`` batches are in flight at once (submitted and not yet consumed: an instance
 batch is consumed when it finishes, since its parts are small; a semantic batch when the stitch
 step that takes it is done), so neither the client nor the workers hold more than a window of
@@ -33,6 +36,7 @@ asked to keep them in memory (``geoseg.inference.engine.predict_scene``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -81,7 +85,7 @@ class LocalRunner:
                                              initializer=_share_cores, initargs=(self.threads,))  # fmt: skip
         self.cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-cpu")
 
-    def submit(self, fn: Callable, *args, model: bool = False) -> Future:
+    def submit(self, fn: Callable, *args, model: bool = False, group: Any = None) -> Future:
         pool = self.model_pool if model else self.cpu_pool
         out: Future = Future()
         deps = [a for a in args if isinstance(a, Future)]
@@ -149,22 +153,96 @@ class DaskRunner:
     """Runs tasks on a dask.distributed cluster through ``client``. Workers that declare a ``GPU``
     resource (``dask worker --resources GPU=1``) get the forward passes, and polygonising is then a
     task of its own that any worker takes; without GPUs a batch is one task (read, forward pass,
-    polygons), which moves the least data between workers."""
+    polygons), which moves the least data between workers.
 
-    def __init__(self, client) -> None:
+    Without GPUs, a scene's batches are placed on as few workers as keep every worker busy
+    (:class:`_Placement`): up to ``depth`` batches per worker thread, and a scene's next batch goes
+    where its last one went while that worker has room. Its reduction then finds most of its
+    inputs where it runs instead of waiting for them to travel (which, on dask, holds a worker's
+    slot), the worker reads the scene from the raster it has open, and the next batch waits in the
+    worker rather than behind a round trip to the scheduler. A placement is a preference
+    (``allow_other_workers``): dask still moves a batch to an idle worker, or off one that left.
+    """
+
+    depth = 4  # batches in flight per worker thread, when batches are placed
+
+    def __init__(self, client, *, place: bool | None = None) -> None:
         self.client = client
         workers = client.scheduler_info().get("workers", {})
         self.threads = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
         self.gpus = any((w.get("resources") or {}).get("GPU") for w in workers.values())
         self.split = self.gpus
         self.prefetch = False  # a batch is read where its forward pass runs: no pixels travel
+        place = not self.gpus if place is None else place
+        self.placement = _Placement(client, workers, self.depth) if place and workers else None
+        self.window = self.depth * self.threads if self.placement else 2 * self.threads
 
-    def submit(self, fn: Callable, *args, model: bool = False):
-        extra = {"resources": {"GPU": 1}} if model and self.gpus else {}
-        return self.client.submit(fn, *args, pure=False, **extra)
+    def submit(self, fn: Callable, *args, model: bool = False, group: Any = None):
+        extra: dict = {"resources": {"GPU": 1}} if model and self.gpus else {}
+        where = None
+        if model and group is not None and self.placement is not None:
+            where = self.placement.take(group)
+            extra.update(workers=[where], allow_other_workers=True)
+        fut = self.client.submit(fn, *args, pure=False, **extra)
+        if where is not None:
+            fut.add_done_callback(lambda _f: self.placement.give_back(where))
+        return fut
+
+    def forget(self, group: Any) -> None:
+        """``group`` (a scene) has no more batches to place."""
+        if self.placement is not None:
+            self.placement.forget(group)
 
     def close(self) -> None:
         pass
+
+
+class _Placement:
+    """Which worker a scene's next batch goes to: a worker with nothing to do, if there is one (so
+    a run's first scenes start on every worker at once); else the worker its last batch went to,
+    while that one has fewer than ``depth`` batches per thread in flight; else the worker with the
+    fewest (in turn, among equals). Workers that joined or left are seen every few seconds."""
+
+    refresh_seconds = 2.0
+
+    def __init__(self, client, workers: dict, depth: int) -> None:
+        self.client, self.depth = client, depth
+        self.lock = threading.Lock()
+        self.load: dict[str, int] = {}
+        self.home: dict[Any, str] = {}
+        self.turn = 0
+        self._set_workers(workers)
+
+    def _set_workers(self, workers: dict) -> None:
+        self.slots = {a: self.depth * max(1, int(w.get("nthreads", 1))) for a, w in workers.items()}
+        self.order = sorted(self.slots)
+        self.seen = time.monotonic()
+        for a in self.order:
+            self.load.setdefault(a, 0)
+
+    def take(self, group: Any) -> str:
+        if time.monotonic() - self.seen > self.refresh_seconds:
+            with contextlib.suppress(Exception):  # the cluster as last seen still serves
+                self._set_workers(self.client.scheduler_info().get("workers", {}) or self.slots)
+        with self.lock:
+            n = len(self.order)
+            ranked = [self.order[(self.turn + k) % n] for k in range(n)]
+            where = self.home.get(group)
+            idle = next((a for a in ranked if self.load[a] == 0), None)
+            if idle is not None or where not in self.slots or self.load[where] >= self.slots[where]:
+                where = idle or min(ranked, key=lambda a: self.load[a] / self.slots[a])
+                self.turn = (self.order.index(where) + 1) % n
+                self.home[group] = where
+            self.load[where] += 1
+            return where
+
+    def give_back(self, where: str) -> None:
+        with self.lock:
+            self.load[where] = max(0, self.load.get(where, 0) - 1)
+
+    def forget(self, group: Any) -> None:
+        with self.lock:
+            self.home.pop(group, None)
 
 
 def make_runner(workers: int = 1, scheduler=None):
@@ -206,7 +284,7 @@ def execute(
     error)`` is called once per item, in the order scenes finish, with ``error`` set (and outcome
     None) when it failed: one failing scene never stops the others. ``progress(done, submitted)``
     counts batches."""
-    window = max(2, window or 2 * runner.threads)
+    window = max(2, window or getattr(runner, "window", 2 * runner.threads))
     events: queue.SimpleQueue = queue.SimpleQueue()
     state = {"in_flight": 0, "done": 0, "submitted": 0, "open": 0}
 
@@ -287,6 +365,8 @@ def execute(
                 _submit_scene(live, runner, watch, make_room, state, window)
             except Exception as exc:
                 report(live, None, exc)
+            finally:
+                _forget(runner, live)
             while not events.empty():  # take what finished meanwhile, without waiting
                 handle(events.get())
     finally:
@@ -336,7 +416,7 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
                 fut = runner.submit(vectorise_instances, raw, tiles, work.opts, work.cache)
             else:
                 fut = runner.submit(run_batch, ref, work.model, tiles, tile_shape, work.opts, work.cache,
-                                    model=True)  # fmt: skip
+                                    model=True, group=id(live))  # fmt: skip
             state["in_flight"] += 1
             state["submitted"] += 1
             live.futures.append(fut)
@@ -358,7 +438,7 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
         futs = []
         for image, tiles in chunk:
             fut = runner.submit(run_tiles, work.images[image], work.model, tiles, tile_shape,
-                                work.opts.device, image, model=True)  # fmt: skip
+                                work.opts.device, image, model=True, group=id(live))  # fmt: skip
             state["in_flight"] += 1
             state["submitted"] += 1
             futs.append(fut)
@@ -370,6 +450,12 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
     reduction = runner.submit(stitch_finish, stitch)
     live.futures.append(reduction)
     watch(reduction, "reduce", live, 0)
+
+
+def _forget(runner, live: _Live) -> None:
+    forget = getattr(runner, "forget", None)
+    if forget is not None:
+        forget(id(live))
 
 
 def run_scene(

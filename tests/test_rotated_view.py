@@ -30,7 +30,8 @@ def boxy_detector(x: torch.Tensor) -> list[dict]:
                 if all(a[k].start < b[k].stop and b[k].start < a[k].stop for k in (0, 1)):
                     group[root(i)] = root(j)
         roots = sorted({root(i) for i in range(n)})
-        masks = np.stack([np.isin(labels, [i + 1 for i in range(n) if root(i) == r]) for r in roots])
+        masks = np.stack([np.isin(labels, [i + 1 for i in range(n) if root(i) == r]) for r in roots]
+                         or [np.zeros(img[0].shape, bool)])[: len(roots)]  # fmt: skip
         rows, cols = masks.any(2), masks.any(1)
         boxes = [
             [c.argmax(), r.argmax(), len(c) - c[::-1].argmax(), len(r) - r[::-1].argmax()]
@@ -108,3 +109,26 @@ def test_mask_rcnn_predicts_with_and_without_the_rotated_view():
             assert p["masks"].shape == (n, 96, 128) and p["boxes"].shape == (n, 4)
             assert p["labels"].shape == (n,)
     assert seg.rotated_view is False  # the model's own setting is unchanged
+
+
+def test_only_tiles_with_a_diagonal_object_are_turned_and_their_objects_are_those_of_every_tile_turned():
+    shape = (160, 192)
+    diagonal = np.any([bar(shape, (60, 60), 90, 10, 45), bar(shape, (70, 50), 90, 10, 45)], axis=0)
+    straight = np.any([bar(shape, (130, 140), 80, 12, 0), bar(shape, (50, 160), 60, 10, 90)], axis=0)
+    x = torch.from_numpy(np.stack([straight, diagonal, np.zeros(shape, bool)]).astype(np.float32))[:, None]
+    calls = []
+
+    def counting(batch):
+        calls.append(len(batch))
+        return boxy_detector(batch)
+
+    got = rotated_views(counting, x)
+    assert calls == [3, 1]  # every tile once, then only the tile with the diagonal pair, turned
+    calls.clear()
+    every = rotated_views(counting, x, every_tile=True)
+    assert calls == [3, 3]
+    for a, b in zip(got, every, strict=True):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    assert len(got[1]["scores"]) == 2 and len(got[2]["scores"]) == 0

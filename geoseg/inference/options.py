@@ -199,9 +199,10 @@ class PredictOptions:
         None, key="predict.rotated_view", flag="--rotated-view/--no-rotated-view", kind=bool,
         default_text="the model's, else off",
         family="instance", conflict="the rotated view is for Mask R-CNN models",
-        help="Also run each tile turned by 45 degrees and take every object from the view where it lies "
-        "closer to the image axes: anchorages of diagonal hulls come apart, at three times the model "
-        "time (Mask R-CNN). Default: the checkpoint's setting.",
+        help="Also run turned by 45 degrees each tile where a hull lies diagonally, and take every object "
+        "from the view where it lies closer to the image axes: anchorages of diagonal hulls come apart "
+        "(Mask R-CNN; a turned tile costs twice a tile, tiles without a diagonal hull nothing more). "
+        "Default: the checkpoint's setting.",
     )  # fmt: skip
     blend: str = option(
         "gaussian", key="predict.blend", flag="--blend", kind=BLENDS, family="semantic",

@@ -84,8 +84,10 @@ class LocalRunner:
         self.model_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="geoseg-model",
                                              initializer=_share_cores, initargs=(self.threads,))  # fmt: skip
         self.cpu_pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-cpu")
+        self.window = 2 * self.threads  # batches in flight
 
     def submit(self, fn: Callable, *args, model: bool = False, group: Any = None) -> Future:
+        """Run ``fn(*args)``; ``group`` (the scene a batch belongs to) matters to a cluster only."""
         pool = self.model_pool if model else self.cpu_pool
         out: Future = Future()
         deps = [a for a in args if isinstance(a, Future)]
@@ -121,6 +123,9 @@ class LocalRunner:
         for d in deps:
             d.add_done_callback(one_done)
         return out
+
+    def forget(self, group: Any) -> None:
+        """Nothing to do: this process places no batches."""
 
     def close(self) -> None:
         for pool in (self.model_pool, self.cpu_pool):
@@ -211,19 +216,22 @@ class _Placement:
         self.load: dict[str, int] = {}
         self.home: dict[Any, str] = {}
         self.turn = 0
+        self.seen = time.monotonic()
         self._set_workers(workers)
 
     def _set_workers(self, workers: dict) -> None:
         self.slots = {a: self.depth * max(1, int(w.get("nthreads", 1))) for a, w in workers.items()}
         self.order = sorted(self.slots)
-        self.seen = time.monotonic()
         for a in self.order:
             self.load.setdefault(a, 0)
 
     def take(self, group: Any) -> str:
         if time.monotonic() - self.seen > self.refresh_seconds:
+            self.seen = time.monotonic()
             with contextlib.suppress(Exception):  # the cluster as last seen still serves
-                self._set_workers(self.client.scheduler_info().get("workers", {}) or self.slots)
+                workers = self.client.scheduler_info().get("workers") or {}
+                if workers:
+                    self._set_workers(workers)
         with self.lock:
             n = len(self.order)
             ranked = [self.order[(self.turn + k) % n] for k in range(n)]
@@ -284,7 +292,7 @@ def execute(
     error)`` is called once per item, in the order scenes finish, with ``error`` set (and outcome
     None) when it failed: one failing scene never stops the others. ``progress(done, submitted)``
     counts batches."""
-    window = max(2, window or getattr(runner, "window", 2 * runner.threads))
+    window = max(2, window or runner.window)
     events: queue.SimpleQueue = queue.SimpleQueue()
     state = {"in_flight": 0, "done": 0, "submitted": 0, "open": 0}
 
@@ -366,7 +374,7 @@ def execute(
             except Exception as exc:
                 report(live, None, exc)
             finally:
-                _forget(runner, live)
+                runner.forget(id(live))  # the scene has no more batches to place
             while not events.empty():  # take what finished meanwhile, without waiting
                 handle(events.get())
     finally:
@@ -450,12 +458,6 @@ def _submit_scene(live: _Live, runner, watch, make_room, state: dict, window: in
     reduction = runner.submit(stitch_finish, stitch)
     live.futures.append(reduction)
     watch(reduction, "reduce", live, 0)
-
-
-def _forget(runner, live: _Live) -> None:
-    forget = getattr(runner, "forget", None)
-    if forget is not None:
-        forget(id(live))
 
 
 def run_scene(

@@ -407,10 +407,8 @@ def _deliver(work: SceneWork, features: gpd.GeoDataFrame, stats: dict) -> SceneO
     footprint = None
     if out.footprint:
         meta = work.meta
-        try:  # an outline that cannot be made is left out; it never fails the scene
+        with contextlib.suppress(RasterioError, ValueError):  # left out, never failing the scene
             footprint = lonlat_footprint(meta["transform"], work.grid.width, work.grid.height, meta["crs"])
-        except (RasterioError, ValueError):
-            footprint = None
     return SceneOutcome(stats, features if keep else None, footprint)
 
 

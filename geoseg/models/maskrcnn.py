@@ -237,7 +237,6 @@ def rotated_views(run, x: torch.Tensor, *, every_tile: bool = False) -> list[dic
     axes, costs one view, not three (the turned canvas has twice a tile's pixels).
     ``every_tile`` turns every tile, for comparison.
     """
-    b, c, h, w = x.shape
     straights = run(x)
     keeps, need = [], []
     for i, straight in enumerate(straights):
@@ -248,12 +247,10 @@ def rotated_views(run, x: torch.Tensor, *, every_tile: bool = False) -> list[dic
             need.append(i)
     others = dict(zip(need, _turned_run(run, x[need]) if need else [], strict=True))
     out = []
-    for i, straight in enumerate(straights):
-        keep_s = keeps[i]
-        parts = [{k: straight[k][keep_s] for k in ("boxes", "scores", "labels", "masks")}]
+    for i, (straight, keep_s) in enumerate(zip(straights, keeps, strict=True)):
+        merged = {k: straight[k][keep_s] for k in ("boxes", "scores", "labels", "masks")}
         if i in others:
-            parts.append(others[i])
-        merged = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            merged = {k: torch.cat([v, others[i][k]]) for k, v in merged.items()}
         order = torch.argsort(merged["scores"], descending=True)
         out.append({k: v[order] for k, v in merged.items()})
     return out

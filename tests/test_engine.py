@@ -251,6 +251,40 @@ def test_a_scene_s_batches_go_where_its_last_batch_went_while_that_worker_has_ro
     assert "c" not in place.home
 
 
+def test_a_task_runs_a_scene_s_batches_together_while_other_scenes_can_feed_the_idle_workers():
+    """Chunks on a CPU cluster: up to ``depth`` batches a task when the scenes still to come can
+    give every idle worker thread a scene of its own; else the scene is spread over them."""
+    from geoseg.inference.engine import DaskRunner
+
+    workers = {f"tcp://w{i}": {"nthreads": 2} for i in range(4)}  # 8 idle threads
+    runner = DaskRunner(_FakeClient(workers))
+    assert runner.window == 2 * runner.depth * 8
+    assert runner.chunk(4, later=7) == 4  # 8 scenes for 8 threads: a task runs the whole scene
+    assert runner.chunk(40, later=None) == runner.depth  # an endless stream: chunks of depth
+    assert runner.chunk(40, later=0) == 4  # one scene: 40 batches over 8 threads, at most depth
+    assert runner.chunk(8, later=0) == 1  # one batch per idle thread
+    assert runner.chunk(8, later=3) == 4  # 4 scenes for 8 threads: two threads each
+    runner.placement.take("a", 4), runner.placement.take("b", 4)  # two workers busy, 4 threads idle
+    assert runner.chunk(8, later=0) == 2
+    assert DaskRunner(_FakeClient(workers), place=False).chunk(8, later=7) == 1  # not placed: batches
+
+
+def test_a_chunk_of_batches_gives_what_its_batches_give_one_by_one(scenes, tmp_path):
+    from geoseg.inference.tasks import run_batch, run_batches
+
+    work = prepare(scenes[0], THRESHOLD, PredictOptions(tile_size=128, overlap=16, batch_size=2))
+    batches = work.batches()
+    assert len(batches) == 5
+    shape = work.grid.tile_shape
+    one_by_one = [run_batch(work.images[i], work.model, t, shape, work.opts) for i, t in batches]
+    chunk = run_batches(work.images[0], work.model, [t for _, t in batches], shape, work.opts)
+    parts = [p for r in one_by_one for p in r.parts]
+    assert len(chunk.parts) == len(parts) > 0
+    pairs = zip(chunk.parts, parts, strict=True)
+    assert all(a.geometry.equals(b.geometry) and a.tile == b.tile for a, b in pairs)
+    assert chunk.tiles_run == sum(r.tiles_run for r in one_by_one) == 9
+
+
 def test_placement_sees_workers_that_joined_or_left():
     from geoseg.inference.engine import _Placement
 
@@ -265,18 +299,21 @@ def test_placement_sees_workers_that_joined_or_left():
 
 
 @pytest.mark.slow
-def test_placed_batches_on_a_cluster_give_the_objects_of_a_local_run(scenes, tmp_path):
-    """Two worker processes: each batch goes to the worker the runner placed it on (a preference
-    dask may overrule), four scenes' objects equal an in-process run's, and every load was given back."""
+@pytest.mark.parametrize("batch_size", [2, 4])
+def test_placed_batches_on_a_cluster_give_the_objects_of_a_local_run(scenes, tmp_path, batch_size):
+    """Two worker processes: each task goes to the worker the runner placed it on (a preference
+    dask may overrule), four scenes' objects equal an in-process run's, and every load was given
+    back. Batches of 2: a scene is a chunk of 4 batches, one of 1 and a reduction; of 4: a scene
+    is one task with its reduction."""
     from dask.distributed import Client, LocalCluster
 
     from geoseg.inference.engine import DaskRunner
 
-    opts = PredictOptions(tile_size=128, overlap=16, batch_size=2)
+    opts = PredictOptions(tile_size=128, overlap=16, batch_size=batch_size)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with Client(cluster) as client:
             runner = DaskRunner(client)
-            assert runner.placement is not None and runner.window == runner.depth * 2
+            assert runner.placement is not None and runner.window == 2 * runner.depth * 2
             placed = []
             submit = client.submit
 
@@ -291,6 +328,7 @@ def test_placed_batches_on_a_cluster_give_the_objects_of_a_local_run(scenes, tmp
             finally:
                 client.submit = submit
             assert set(placed) == set(client.scheduler_info()["workers"])  # both workers were used
+            assert len(placed) == (8 if batch_size == 2 else 4)  # tasks, not batches
             assert sum(runner.placement.load.values()) == 0
     for path in scenes:
         outcome, error = done[path.stem]

@@ -99,6 +99,38 @@ def run_batch(
     return result
 
 
+def run_batches(
+    scene_ref: SceneRef,
+    model: ModelSpec,
+    batches: Sequence[Sequence[Tile]],
+    tile_shape: tuple[int, int],
+    opts: PredictOptions,
+    cache: TileCache | None = None,
+) -> BatchResult:
+    """Consecutive batches of one image as one task (a chunk): each is read, run and vectorised as
+    :func:`run_batch` does it (and kept in ``cache`` by itself), one after the other; their parts
+    and counts come back together. A task's fixed cost (its trip through the scheduler, its
+    arguments and result) is then paid once for the chunk."""
+    out = BatchResult()
+    for tiles in batches:
+        r = run_batch(scene_ref, model, tiles, tile_shape, opts, cache)
+        out.parts.extend(r.parts)
+        out.tiles_run += r.tiles_run
+        out.tiles_skipped += r.tiles_skipped
+        out.model_seconds += r.model_seconds
+    return out
+
+
+def run_scene_instances(work: SceneWork) -> SceneOutcome:
+    """A whole instance scene as one task: every batch (:func:`run_batch`), then the reduction
+    (:func:`reduce_instances`), where the parts are; for scenes of a few batches, on a cluster whose
+    workers each have a scene of their own to run."""
+    shape = work.grid.tile_shape
+    results = [run_batch(work.images[image], work.model, tiles, shape, work.opts, work.cache)
+               for image, tiles in work.batches()]  # fmt: skip
+    return reduce_instances(work, *results)
+
+
 def _run_batch(
     scene_ref: SceneRef,
     model: ModelSpec,

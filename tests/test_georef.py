@@ -210,3 +210,37 @@ def test_geodesic_areas_are_pyprojs_geometry_by_geometry():
     got = geodesic_areas(geoms)
     np.testing.assert_array_equal(got, expected)  # bit for bit, NaN where NaN
     np.testing.assert_array_equal(geodesic_areas(geoms[:200:2]), expected[:200:2])  # polygons alone
+
+
+def test_a_crs_is_parsed_once_and_kept_as_given_when_it_is_pyproj_s_or_none():
+    from pyproj import CRS
+    from rasterio.crs import CRS as RasterioCRS
+
+    from geoseg.io.georef import pyproj_crs
+
+    utm = RasterioCRS.from_epsg(32633)
+    first = pyproj_crs(utm)
+    assert isinstance(first, CRS) and first.to_epsg() == 32633
+    assert pyproj_crs(RasterioCRS.from_epsg(32633)) is first  # parsed once, by its WKT
+    assert pyproj_crs(first) is first and pyproj_crs(None) is None
+    assert pyproj_crs("EPSG:4326").equals(CRS.from_epsg(4326))
+
+
+def test_inside_a_default_gdal_environment_another_one_is_a_no_op():
+    import contextlib
+
+    import rasterio
+
+    from geoseg.io.gdal import gdal_env
+
+    assert not isinstance(gdal_env(), contextlib.nullcontext)
+    with gdal_env():
+        assert rasterio.env.getenv()["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
+        inner = gdal_env()
+        assert isinstance(inner, contextlib.nullcontext)
+        with inner:
+            assert rasterio.env.getenv()["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
+        assert not isinstance(gdal_env(GDAL_CACHEMAX=64), contextlib.nullcontext)  # other options: a new one
+    with contextlib.suppress(RuntimeError), gdal_env():
+        raise RuntimeError("left by an error")
+    assert not isinstance(gdal_env(), contextlib.nullcontext)  # outside again, also after an error

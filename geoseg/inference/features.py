@@ -18,7 +18,7 @@ import shapely
 from geoseg.clock import utc_now
 from geoseg.inference.attributes import ship_attributes
 from geoseg.inference.merge import MergedObject
-from geoseg.io.georef import geodesic_areas, pixel_to_crs, to_lonlat
+from geoseg.io.georef import geodesic_areas, pixel_to_crs, pyproj_crs, to_lonlat
 from geoseg.models.segmenter import ModelSpec, Segmenter
 
 
@@ -57,7 +57,8 @@ def to_features(
         dims = ship_attributes(geoms, crs)  # null without a CRS
         for col in dims.columns:
             df.insert(df.columns.get_loc("area_px"), col, dims[col].to_numpy())
-    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(list(geoms), crs=crs), crs=crs)
+    crs = pyproj_crs(crs)
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(np.asarray(geoms, dtype=object).reshape(n), crs=crs))
 
 
 def class_names(classes: list[str], labels: np.ndarray) -> np.ndarray:

@@ -163,7 +163,7 @@ def read_tiles(
     """Read ``tiles`` in a worker: ``(arrays, todo, batch)`` where ``todo`` indexes the tiles with
     any data and ``batch`` stacks those, padded with NaN to ``tile_shape`` (None if there are none).
     """
-    with _reading(scene_ref) as scene:
+    with _reading(scene_ref) as scene, gdal_env():  # one GDAL environment for the batch's reads
         arrays = [scene.read(t.window) for t in tiles]
     todo = [i for i, a in enumerate(arrays) if not np.isnan(a).all()]
     if not todo:

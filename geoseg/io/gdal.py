@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -22,20 +23,36 @@ MAX_PIXELS = int(os.environ.get("GEOSEG_MAX_PIXELS", str(2**34)))
 _ENV_LOCK = threading.Lock()
 
 
+_inside = threading.local()  # .depth: how many of geoseg's default environments this thread is in
+
+
 class _Env(rasterio.Env):
     """rasterio.Env whose entering and leaving are serialised across threads."""
 
+    def __init__(self, *, default: bool = False, **settings) -> None:
+        super().__init__(**settings)
+        self._default = default
+
     def __enter__(self):
         with _ENV_LOCK:
-            return super().__enter__()
+            out = super().__enter__()
+        if self._default:
+            _inside.depth = getattr(_inside, "depth", 0) + 1
+        return out
 
     def __exit__(self, *exc):
+        if self._default:
+            _inside.depth -= 1
         with _ENV_LOCK:
             return super().__exit__(*exc)
 
 
-def gdal_env(**options) -> rasterio.Env:
-    """A rasterio.Env with geoseg's safe defaults; keyword options override them."""
+def gdal_env(**options) -> contextlib.AbstractContextManager:
+    """A rasterio.Env with geoseg's safe defaults; keyword options override them. Inside one with
+    the defaults already (a batch's reads, say), another with the defaults is a no-op, as rasterio's
+    own ``ensure_env`` does it: entering and leaving an environment costs more than reading a tile."""
+    if not options and getattr(_inside, "depth", 0) > 0:
+        return contextlib.nullcontext()
     settings = {
         "GDAL_VRT_ENABLE_PYTHON": "NO",
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -43,4 +60,4 @@ def gdal_env(**options) -> rasterio.Env:
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF,.jp2,.png,.jpg,.jpeg",
     }
     settings.update(options)
-    return _Env(**settings)
+    return _Env(default=not options, **settings)

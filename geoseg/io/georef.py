@@ -24,6 +24,19 @@ def pixel_to_crs(geoms: np.ndarray, transform: Affine) -> np.ndarray:
     return shapely.transform(np.asarray(geoms, dtype=object), fn)
 
 
+def pyproj_crs(crs) -> CRS | None:
+    """``crs`` (a rasterio CRS, WKT or any pyproj input) as a pyproj CRS, parsed once per CRS:
+    geopandas parses each CRS it is given again, which costs more than a small scene's frame."""
+    if crs is None or isinstance(crs, CRS):
+        return crs
+    return _parsed_crs(crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs))
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed_crs(crs: str) -> CRS:
+    return CRS.from_user_input(crs)
+
+
 def to_lonlat(geoms: np.ndarray, crs) -> np.ndarray:
     """Geometries in ``crs`` to WGS84 lon/lat (no antimeridian handling: for measuring)."""
     tr = _lonlat_transformer(crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs))

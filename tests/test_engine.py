@@ -337,3 +337,29 @@ def test_placed_batches_on_a_cluster_give_the_objects_of_a_local_run(scenes, tmp
         want = predict_scene(path, THRESHOLD, opts).features
         assert len(got) == len(want) == outcome.stats["objects"] > 0
         assert np.allclose(np.sort(got.area.to_numpy()), np.sort(want.area.to_numpy()))
+
+
+@pytest.mark.parametrize("stage", ["_infer_batch", "_finish_batch"])
+def test_a_chunk_that_fails_in_a_batch_raises_that_error_without_its_gdal_cause(scenes, monkeypatch, stage):
+    """A chunk polygonises each batch on a helper thread while the next one is read and run: an
+    error in either stage is the chunk's, as run_batch raises it (no cause to carry home)."""
+    from geoseg.errors import SceneError
+    from geoseg.inference import tasks
+
+    work = prepare(scenes[0], THRESHOLD, PredictOptions(tile_size=128, overlap=16, batch_size=2))
+    batches = [t for _, t in work.batches()]
+    real, calls = getattr(tasks, stage), []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            try:
+                raise OSError("GDAL said no")
+            except OSError as cause:
+                raise SceneError("scene 's0.tif': cannot read window") from cause
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, stage, failing)
+    with pytest.raises(SceneError, match="cannot read window") as err:
+        tasks.run_batches(work.images[0], work.model, batches, work.grid.tile_shape, work.opts)
+    assert err.value.__cause__ is None

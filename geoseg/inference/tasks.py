@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -107,13 +108,12 @@ def run_batches(
     opts: PredictOptions,
     cache: TileCache | None = None,
 ) -> BatchResult:
-    """Consecutive batches of one image as one task (a chunk): each is read, run and vectorised as
-    :func:`run_batch` does it (and kept in ``cache`` by itself), one after the other; their parts
-    and counts come back together. A task's fixed cost (its trip through the scheduler, its
-    arguments and result) is then paid once for the chunk."""
+    """Consecutive batches of one image as one task (a chunk): each gives what :func:`run_batch`
+    gives (and is kept in ``cache`` by itself), and is polygonised while the next one is read and
+    run (:func:`_run_pipelined`); their parts and counts come back together. A task's fixed cost
+    (its trip through the scheduler, its arguments and result) is then paid once for the chunk."""
     out = BatchResult()
-    for tiles in batches:
-        r = run_batch(scene_ref, model, tiles, tile_shape, opts, cache)
+    for r in _run_pipelined([(scene_ref, tiles) for tiles in batches], model, tile_shape, opts, cache):
         out.parts.extend(r.parts)
         out.tiles_run += r.tiles_run
         out.tiles_skipped += r.tiles_skipped
@@ -125,10 +125,51 @@ def run_scene_instances(work: SceneWork) -> SceneOutcome:
     """A whole instance scene as one task: every batch (:func:`run_batch`), then the reduction
     (:func:`reduce_instances`), where the parts are; for scenes of a few batches, on a cluster whose
     workers each have a scene of their own to run."""
-    shape = work.grid.tile_shape
-    results = [run_batch(work.images[image], work.model, tiles, shape, work.opts, work.cache)
-               for image, tiles in work.batches()]  # fmt: skip
+    jobs = [(work.images[image], tiles) for image, tiles in work.batches()]
+    results = _run_pipelined(jobs, work.model, work.grid.tile_shape, work.opts, work.cache)
     return reduce_instances(work, *results)
+
+
+_helpers: dict = {}
+
+
+def _run_pipelined(jobs: list, model: ModelSpec, tile_shape, opts, cache) -> list[BatchResult]:
+    """Batches ``jobs`` (``(scene_ref, tiles)``) one after another: each is read and run through
+    the model on this thread while a helper thread polygonises the one before, so that a model
+    that keeps its caller waiting (a GPU) is given its next batch at once, as this process's own
+    runner does it; what :func:`run_batch` returns, batch by batch."""
+    pool = _helpers.get("vectorise")
+    if pool is None:
+        pool = _helpers.setdefault("vectorise", ThreadPoolExecutor(1, thread_name_prefix="geoseg-vectorise"))
+    pending: list[Future] = []
+    try:
+        for ref, tiles in jobs:
+            kept = cache.load(tiles) if cache is not None else None
+            if kept is not None:
+                pending.append(_finished(BatchResult(*kept)))
+                continue
+            try:
+                seg, result, todo, preds = _infer_batch(ref, model, tiles, tile_shape, opts)
+            except GeosegError as exc:
+                error = type(exc)(str(exc))  # raised outside the handler, as run_batch does
+            else:
+                pending.append(pool.submit(_finish_batch, seg, result, todo, preds, tiles, opts, cache))
+                continue
+            raise error
+        try:
+            return [f.result() for f in pending]
+        except GeosegError as exc:
+            error = type(exc)(str(exc))
+        raise error
+    finally:
+        for f in pending:
+            f.cancel()
+
+
+def _finished(value) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
 
 
 def _run_batch(
@@ -138,13 +179,19 @@ def _run_batch(
     tile_shape: tuple[int, int],
     opts: PredictOptions,
 ) -> BatchResult:
+    seg, result, todo, preds = _infer_batch(scene_ref, model, tiles, tile_shape, opts)
+    return _finish_batch(seg, result, todo, preds, tiles, opts)
+
+
+def _infer_batch(scene_ref: SceneRef, model: ModelSpec, tiles, tile_shape, opts) -> tuple:
+    """Read a batch and run the model: ``(segmenter, result so far, todo, predictions)``."""
     seg = get_segmenter(model, opts.device)
     apply_worker_threads()
     result = BatchResult()
     _, todo, batch = read_tiles(scene_ref, tiles, tile_shape)
     result.tiles_skipped = len(tiles) - len(todo)
     if not todo:
-        return result
+        return seg, result, todo, None
     t0 = time.perf_counter()
     if opts.rotated_view is None:
         preds = seg.predict(batch)
@@ -152,8 +199,16 @@ def _run_batch(
         preds = seg.predict(batch, rotated_view=opts.rotated_view)
     result.model_seconds = time.perf_counter() - t0
     result.tiles_run = len(todo)
-    with gdal_env():  # one GDAL environment for all the polygonising below, not one per mask
-        _vectorize(result, seg, preds, [tiles[i] for i in todo], opts)
+    return seg, result, todo, preds
+
+
+def _finish_batch(seg, result: BatchResult, todo, preds, tiles, opts, cache=None) -> BatchResult:
+    """Polygonise a batch's predictions into ``result``; keep it in ``cache`` when given."""
+    if todo:
+        with gdal_env():  # one GDAL environment for all the polygonising below, not one per mask
+            _vectorize(result, seg, preds, [tiles[i] for i in todo], opts)
+    if cache is not None:
+        cache.save(tiles, result)
     return result
 
 

@@ -363,3 +363,62 @@ def test_a_chunk_that_fails_in_a_batch_raises_that_error_without_its_gdal_cause(
     with pytest.raises(SceneError, match="cannot read window") as err:
         tasks.run_batches(work.images[0], work.model, batches, work.grid.tile_shape, work.opts)
     assert err.value.__cause__ is None
+
+
+def test_small_semantic_scenes_are_one_task_each_on_a_cluster_and_give_what_a_local_run_gives(tmp_path):
+    """Four semantic scenes of 3 batches on two worker processes: one task each (tiles, stitching
+    and the finish in it); each class mask and its outlines equal an in-process run's."""
+    import rasterio
+    from dask.distributed import Client, LocalCluster
+
+    from geoseg.inference.engine import DaskRunner
+
+    semantic = ModelSpec(
+        "geoseg.models.plugins:threshold_semantic", (("threshold", 100), ("sharpness", 0.05))
+    )
+    paths = [write_raster(tmp_path / f"m{i}.tif", objects_array(200, 300, seed=10 + i)) for i in range(4)]
+    opts = PredictOptions(tile_size=128, overlap=32, batch_size=2, min_area=5)
+    assert len(prepare(paths[0], semantic, opts).batches()) == 3
+
+    def prep(out: str):
+        def make(path):
+            outputs = Outputs(vectors=str(tmp_path / f"{path.stem}-{out}.gpkg"))
+            return prepare(path, semantic, opts, outputs, mask_path=tmp_path / f"{path.stem}-{out}.tif")
+
+        return make
+
+    local: dict = {}
+    execute(paths, prep("local"), LocalRunner(2), on_done=lambda i, o, e: local.setdefault(i.stem, (o, e)))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            runner = DaskRunner(client)
+            names = []
+            submit = client.submit
+
+            def spy(fn, *args, **kwargs):
+                names.append(fn.__name__)
+                return submit(fn, *args, **kwargs)
+
+            client.submit = spy
+            remote: dict = {}
+            try:
+                execute(
+                    paths, prep("remote"), runner, on_done=lambda i, o, e: remote.setdefault(i.stem, (o, e))
+                )
+            finally:
+                client.submit = submit
+    assert names == ["run_scene_semantic"] * 4
+    for path in paths:
+        (lo, le), (ro, re) = local[path.stem], remote[path.stem]
+        assert le is None and re is None and ro.stats["tiles_run"] == lo.stats["tiles_run"] > 0
+        with (
+            rasterio.open(tmp_path / f"{path.stem}-local.tif") as a,
+            rasterio.open(tmp_path / f"{path.stem}-remote.tif") as b,
+        ):
+            assert np.array_equal(a.read(1), b.read(1)) and a.read(1).any()
+        got = gpd.read_file(tmp_path / f"{path.stem}-remote.gpkg", layer=f"{path.stem}-remote")
+        want = gpd.read_file(tmp_path / f"{path.stem}-local.gpkg", layer=f"{path.stem}-local")
+        assert len(got) == len(want) > 0
+        assert got.geometry.union_all().symmetric_difference(want.geometry.union_all()).area == pytest.approx(
+            0
+        )

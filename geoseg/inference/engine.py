@@ -25,8 +25,8 @@ the data goes from worker to worker and never through the client.
 On a CPU cluster, a scene's batches are placed on as few workers as keep every worker busy
 (:class:`DaskRunner`), so that its reduction runs where its inputs are; batches placed together
 run as one task (up to ``depth`` of them, :func:`run_batches`), and a scene of that many batches
-or fewer is a single task with its reduction (:func:`run_scene_instances`) while other scenes are
-waiting for the idle workers.
+or fewer is a single task with its reduction (:func:`run_scene_instances`, and for semantic scenes
+:func:`run_scene_semantic`) while other scenes are waiting for the idle workers.
 
 At most ``window`` batches are in flight at once (submitted and not yet consumed: an instance
 batch is consumed when it finishes, since its parts are small; a semantic batch when the stitch
@@ -64,6 +64,7 @@ from geoseg.inference.tasks import (
     run_batch,
     run_batches,
     run_scene_instances,
+    run_scene_semantic,
     run_tiles,
     stitch_begin,
     stitch_finish,
@@ -475,6 +476,17 @@ def _submit_scene(
         reduction = runner.submit(reduce_instances, work, *results)
         live.futures.append(reduction)
         watch(reduction, "reduce", live, 0)
+        return
+    if not runner.split and len(batches) <= runner.chunk(len(batches), later):
+        make_room(len(batches))  # a semantic scene of a few batches: one task, its reduction in it
+        if live.finished:
+            return
+        weight = max(1, len(batches))
+        fut = runner.submit(run_scene_semantic, work, model=True, group=id(live), weight=weight)
+        state["in_flight"] += len(batches)
+        state["submitted"] += len(batches)
+        live.futures.append(fut)
+        watch(fut, "reduce", live, len(batches), len(batches))
         return
     # semantic: a chain of stitch steps, each taking the next few batches
     per_step = max(1, min(window // 2, len(work.grid.tiles()) // max(1, work.opts.batch_size) or 1, 8))

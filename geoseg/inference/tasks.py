@@ -562,6 +562,19 @@ def stitch_step(state: StitchState, *batches) -> StitchState:
     return state
 
 
+def run_scene_semantic(work: SceneWork) -> SceneOutcome:
+    """A whole semantic scene as one task: each batch's tiles (:func:`run_tiles`) stitched as they
+    come (:func:`stitch_step`), then :func:`stitch_finish`; for scenes of a few batches (a CT
+    slice), on a cluster whose workers each have a scene of their own to run."""
+    state = stitch_begin(work)
+    for image, tiles in work.batches():
+        batch = run_tiles(
+            work.images[image], work.model, tiles, work.grid.tile_shape, work.opts.device, image
+        )
+        state = stitch_step(state, batch)
+    return stitch_finish(state)
+
+
 def stitch_finish(state: StitchState) -> SceneOutcome:
     """Whole regions: drop those under the minimum area (from outlines and mask), commit the mask,
     georeference and write the outlines."""

@@ -478,15 +478,7 @@ def _submit_scene(
         watch(reduction, "reduce", live, 0)
         return
     if not runner.split and len(batches) <= runner.chunk(len(batches), later):
-        make_room(len(batches))  # a semantic scene of a few batches: one task, its reduction in it
-        if live.finished:
-            return
-        weight = max(1, len(batches))
-        fut = runner.submit(run_scene_semantic, work, model=True, group=id(live), weight=weight)
-        state["in_flight"] += len(batches)
-        state["submitted"] += len(batches)
-        live.futures.append(fut)
-        watch(fut, "reduce", live, len(batches), len(batches))
+        _submit_whole_scene(live, runner, watch, make_room, state, run_scene_semantic)
         return
     # semantic: a chain of stitch steps, each taking the next few batches
     per_step = max(1, min(window // 2, len(work.grid.tiles()) // max(1, work.opts.batch_size) or 1, 8))
@@ -514,6 +506,19 @@ def _submit_scene(
     watch(reduction, "reduce", live, 0)
 
 
+def _submit_whole_scene(live: _Live, runner, watch, make_room, state: dict, task: Callable) -> None:
+    """``live``'s scene as one task, ``task(work)``, that runs its batches and its reduction."""
+    n = len(live.work.batches())
+    make_room(n)
+    if live.finished:
+        return
+    fut = runner.submit(task, live.work, model=True, group=id(live), weight=max(1, n))
+    state["in_flight"] += n
+    state["submitted"] += n
+    live.futures.append(fut)
+    watch(fut, "reduce", live, n, n)
+
+
 def _submit_instance_chunks(live: _Live, runner, watch, make_room, state: dict, per_task: int) -> None:
     """An instance scene on a CPU cluster: tasks of up to ``per_task`` consecutive batches of one
     image (:func:`run_batches`), placed together, and the reduction; or, when the whole scene fits
@@ -521,15 +526,7 @@ def _submit_instance_chunks(live: _Live, runner, watch, make_room, state: dict, 
     work = live.work
     batches = work.batches()
     if len(batches) <= per_task:
-        make_room(len(batches))
-        if live.finished:
-            return
-        weight = max(1, len(batches))
-        fut = runner.submit(run_scene_instances, work, model=True, group=id(live), weight=weight)
-        state["in_flight"] += len(batches)
-        state["submitted"] += len(batches)
-        live.futures.append(fut)
-        watch(fut, "reduce", live, len(batches), len(batches))
+        _submit_whole_scene(live, runner, watch, make_room, state, run_scene_instances)
         return
     chunks: list[list] = []
     for image, tiles in batches:  # consecutive batches, never across images

@@ -260,11 +260,12 @@ def test_a_task_runs_a_scene_s_batches_together_while_other_scenes_can_feed_the_
     runner = DaskRunner(_FakeClient(workers))
     assert runner.window == 2 * runner.depth * 8
     assert runner.chunk(4, later=7) == 4  # 8 scenes for 8 threads: a task runs the whole scene
-    assert runner.chunk(40, later=None) == runner.depth  # an endless stream: chunks of depth
-    assert runner.chunk(40, later=0) == 4  # one scene: 40 batches over 8 threads, at most depth
+    assert runner.chunk(40, later=None) == runner.chunk_max == 2  # an endless stream of big scenes
+    assert runner.chunk(40, later=0) == 2  # one scene: 40 batches over 8 threads, in pairs
     assert runner.chunk(8, later=0) == 1  # one batch per idle thread
-    assert runner.chunk(8, later=3) == 4  # 4 scenes for 8 threads: two threads each
+    assert runner.chunk(3, later=3) == 2  # 4 scenes for 8 threads: two threads each, 2 + 1 batches
     runner.placement.take("a", 4), runner.placement.take("b", 4)  # two workers busy, 4 threads idle
+    assert runner.chunk(4, later=3) == 4  # 4 scenes for 4 idle threads: whole scenes again
     assert runner.chunk(8, later=0) == 2
     assert DaskRunner(_FakeClient(workers), place=False).chunk(8, later=7) == 1  # not placed: batches
 
@@ -303,8 +304,8 @@ def test_placement_sees_workers_that_joined_or_left():
 def test_placed_batches_on_a_cluster_give_the_objects_of_a_local_run(scenes, tmp_path, batch_size):
     """Two worker processes: each task goes to the worker the runner placed it on (a preference
     dask may overrule), four scenes' objects equal an in-process run's, and every load was given
-    back. Batches of 2: a scene is a chunk of 4 batches, one of 1 and a reduction; of 4: a scene
-    is one task with its reduction."""
+    back. Batches of 2: a scene is two chunks of 2 batches, one of 1 and a reduction; of 4: a
+    scene is one task with its reduction."""
     from dask.distributed import Client, LocalCluster
 
     from geoseg.inference.engine import DaskRunner
@@ -328,7 +329,7 @@ def test_placed_batches_on_a_cluster_give_the_objects_of_a_local_run(scenes, tmp
             finally:
                 client.submit = submit
             assert set(placed) == set(client.scheduler_info()["workers"])  # both workers were used
-            assert len(placed) == (8 if batch_size == 2 else 4)  # tasks, not batches
+            assert len(placed) == (12 if batch_size == 2 else 4)  # tasks, not batches
             assert sum(runner.placement.load.values()) == 0
     for path in scenes:
         outcome, error = done[path.stem]

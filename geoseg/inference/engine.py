@@ -180,15 +180,16 @@ class DaskRunner:
     worker rather than behind a round trip to the scheduler. A placement is a preference
     (``allow_other_workers``): dask still moves a batch to an idle worker, or off one that left.
 
-    Batches placed together also travel together: a task runs up to ``depth`` consecutive batches
-    of a scene (:meth:`chunk`), and a scene of that many batches or fewer is one task with its
-    reduction (:func:`run_scene_instances`), as long as enough scenes are still to come to give
-    every idle worker its own. Each task costs the scheduler, the worker and the client a few
-    milliseconds of CPU whatever it runs; 16 workers on two cores spent a third of their CPU
-    that way with a task per batch.
+    Batches placed together also travel together: a scene of up to ``depth`` batches is one task
+    with its reduction (:func:`run_scene_instances`, :func:`run_scene_semantic`), and a bigger one
+    goes in tasks of ``chunk_max`` consecutive batches (:meth:`chunk`), as long as enough scenes are
+    still to come to give every idle worker its own. Each task costs the scheduler, the worker
+    and the client a few milliseconds of CPU whatever it runs; 16 workers on two cores spent a
+    third of their CPU that way with a task per batch.
     """
 
     depth = 4  # batches in flight per worker thread, when batches are placed
+    chunk_max = 2  # batches of a bigger scene in one task
 
     def __init__(self, client, *, place: bool | None = None) -> None:
         self.client = client
@@ -215,13 +216,18 @@ class DaskRunner:
 
     def chunk(self, batches: int, later: int | None) -> int:
         """How many of a scene's ``batches`` one task runs, with ``later`` scenes still to come
-        after it (None: not known, taken as many). Up to ``depth``, when the scenes to come can
-        feed the worker threads that are idle; else the scene is spread over its share of them."""
+        after it (None: not known, taken as many). When the scenes to come can feed the worker
+        threads that are idle, a scene of up to ``depth`` batches is one task, and a bigger one goes
+        in chunks of ``chunk_max`` (so the end of a run waits on a worker for at most that many
+        batches more than on the others); else the scene is spread over its share of the idle
+        threads."""
         if self.placement is None:
             return 1
         idle = self.placement.idle_threads()
         share = 1 if later is None or later + 1 >= idle else -(-idle // (later + 1))
-        return max(1, min(self.depth, -(-batches // share)))
+        if share == 1 and batches <= self.depth:
+            return max(1, batches)  # the whole scene, with its reduction
+        return max(1, min(self.chunk_max, -(-batches // share)))
 
     def forget(self, group: Any) -> None:
         """``group`` (a scene) has no more batches to place."""

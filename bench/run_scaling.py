@@ -25,6 +25,10 @@ configuration are compared feature for feature. Everything goes through the publ
 ``geoseg.batch.runner.run_job``.
 
     .venv/bin/python bench/run_scaling.py [--scenes 3] [--size 2048] [--batches 8] [--repeat 1] [--part all]
+        [--configs local1,local2] [--rounds 3]
+
+``--rounds N`` runs the configurations in turn N times and reports each one's median ratio to the
+in-process run of the same round: on this machine a run's speed drifts by 10-20 % within minutes.
 """
 
 from __future__ import annotations
@@ -187,19 +191,39 @@ def _features(path: Path) -> list:
     return doc["features"]
 
 
-def rates(archive: Path, batch_size: int) -> None:
+CONFIGS = (
+    ("in-process", "inproc", None),
+    ("LocalCluster, 1 worker process", "local1", 1),
+    ("LocalCluster, 2 processes x 1 thread", "local2", 2),
+    ("dask worker (nanny), joined", "joined", {}),
+    ("same, plug-in's mallopt off", "joined-off", {runtime.OPT_OUT: "off"}),
+)
+
+
+def rates(archive: Path, batch_size: int, names: list[str] | None = None, rounds: int = 1) -> None:
+    """Every configuration of ``names`` (all: None) in turn, ``rounds`` times: each round's ratios
+    are against that round's in-process run, so a machine that drifts between rounds (it does, by
+    10-20 % in minutes) does not make one configuration look faster; the medians come last."""
+    configs = [c for c in CONFIGS if names is None or c[1] in names or c[1] == "inproc"]
+    ratios: dict[str, list[float]] = {label: [] for label, _, _ in configs}
+    for k in range(rounds):
+        if rounds > 1:
+            print(f" round {k + 1} of {rounds}")
+        for label, ratio in _round(archive, batch_size, configs).items():
+            ratios[label].append(ratio)
+    if rounds > 1:
+        print(f"medians of {rounds} rounds (x in-process of the same round):")
+        for label, values in ratios.items():
+            each = " ".join(f"{v:.2f}" for v in values)
+            print(f"  {label:38} {statistics.median(values):.2f}x  ({each})")
+
+
+def _round(archive: Path, batch_size: int, configs) -> dict[str, float]:
     from geoseg.batch.cluster import start_local_cluster
     from geoseg.batch.jobs import load_job
     from geoseg.batch.runner import run_job
     from geoseg.models.segmenter import ModelSpec
 
-    configs = (
-        ("in-process", "inproc", None),
-        ("LocalCluster, 1 worker process", "local1", 1),
-        ("LocalCluster, 2 processes x 1 thread", "local2", 2),
-        ("dask worker (nanny), joined", "joined", {}),
-        ("same, plug-in's mallopt off", "joined-off", {runtime.OPT_OUT: "off"}),
-    )
     results = {}
     for label, name, how in configs:
         run_dir = WORK / f"run-{name}"
@@ -234,12 +258,16 @@ def rates(archive: Path, batch_size: int) -> None:
         print(f"  {label:38} {report['tiles_run']} tiles in {busy:5.1f} s: {rate:5.2f} tiles/s "
               f"= {rate / base:.2f}x in-process (cluster start and warm-up {started:.1f} s)")  # fmt: skip
     rate = {label: r["tiles_per_second"] for label, r in results.items()}
-    two = rate["LocalCluster, 2 processes x 1 thread"] / rate["LocalCluster, 1 worker process"]
-    print(f"  2 worker processes / 1 worker process: {two:.2f}x")
-    fix = rate["dask worker (nanny), joined"] / rate["same, plug-in's mallopt off"]
-    print(f"  joined worker, plug-in's mallopt on / off: {fix:.2f}x")
+    pairs = (
+        ("LocalCluster, 2 processes x 1 thread", "LocalCluster, 1 worker process", "2 worker processes / 1"),
+        ("dask worker (nanny), joined", "same, plug-in's mallopt off", "joined worker, mallopt on / off"),
+    )
+    for a, b, text in pairs:
+        if a in rate and b in rate:
+            print(f"  {text}: {rate[a] / rate[b]:.2f}x")
     same = all(r["out"] == results["in-process"]["out"] for r in results.values())
     print(f"  outputs identical across configurations: {same}")
+    return {label: r / rate["in-process"] for label, r in rate.items()}
 
 
 def main() -> None:
@@ -250,6 +278,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=1, help="rounds of the forward-pass part (median)")
     ap.add_argument("--part", choices=["all", "forward", "rates"], default="all")
+    ap.add_argument("--configs", help="rates of these only, comma-separated (in-process always runs): "
+                    + ", ".join(name for _, name, _ in CONFIGS))  # fmt: skip
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of the rates part (median ratios)")
     args = ap.parse_args()
     # as `geoseg run` does, before torch loads; the hand-started workers get an environment without it
     runtime.prefer_passive_openmp()
@@ -259,7 +290,8 @@ def main() -> None:
         forward_passes(archive / "scene0.tif", args.batches, args.batch_size, args.repeat)
     if args.part in ("all", "rates"):
         print(f"tiles per second: {args.scenes} scenes of {args.size}², committed tanker model")
-        rates(archive, args.batch_size)
+        names = args.configs.split(",") if args.configs else None
+        rates(archive, args.batch_size, names, args.rounds)
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     print(rerun_line(sys.argv))
 

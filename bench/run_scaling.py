@@ -18,9 +18,11 @@ scratch in each configuration:
   nanny (its MALLOC_TRIM_THRESHOLD_ in the worker), repaired by geoseg's worker plug-in;
 - the same, with the plug-in's malloc repair turned off (``GEOSEG_MALLOPT=off``): the state before.
 
-The figure is tiles run / seconds spent in scenes (from the run report). Cluster start-up and a
-warm-up (geoseg's plug-in registered, the model loaded on every worker, as ``run_job`` loads it in
-this process before the first scene) are left out and reported separately. Outputs of every
+The figure is tiles run / seconds spent in scenes (the run report's ``scenes_seconds``: from the
+first scene's start to the last one's end; scenes overlap, so their own durations would count
+waiting as work). Cluster start-up and a warm-up (geoseg's plug-in registered, the model loaded
+on every worker, as ``run_job`` loads it in this process before the first scene) are left out and
+reported separately. Outputs of every
 configuration are compared feature for feature. Everything goes through the public entry point
 ``geoseg.batch.runner.run_job``.
 
@@ -249,7 +251,9 @@ def _round(archive: Path, batch_size: int, configs) -> dict[str, float]:
         finally:
             if cluster:
                 cluster.close()
-        busy = sum(s["seconds"] for s in report["scenes"])
+        # wall time from the first scene's start to the last one's end: scenes overlap, so the sum
+        # of their own durations counts a scene's wait behind another's batches as its own time
+        busy = report["scenes_seconds"]
         results[label] = {
             "tiles_per_second": report["tiles_run"] / busy,
             "out": {p.name: _features(p) for p in sorted((run_dir / "out").glob("*.geojson"))},

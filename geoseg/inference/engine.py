@@ -23,10 +23,10 @@ the data goes from worker to worker and never through the client.
   still waiting for their neighbours, so memory does not grow with the scene's area.
 
 On a CPU cluster, a scene's batches are placed on as few workers as keep every worker busy
-(:class:`DaskRunner`), so that its reduction runs where its inputs are; batches placed together
-run as one task (up to ``depth`` of them, :func:`run_batches`), and a scene of that many batches
-or fewer is a single task with its reduction (:func:`run_scene_instances`, and for semantic scenes
-:func:`run_scene_semantic`) while other scenes are waiting for the idle workers.
+(:class:`DaskRunner`), so that its reduction runs where its inputs are; a scene of up to
+``depth`` batches is a single task with its reduction (:func:`run_scene_instances`, and for
+semantic scenes :func:`run_scene_semantic`) while other scenes are waiting for the idle workers,
+and a bigger one goes in tasks of a few consecutive batches (:func:`run_batches`).
 
 At most ``window`` batches are in flight at once (submitted and not yet consumed: an instance
 batch is consumed when it finishes, since its parts are small; a semantic batch when the stitch
@@ -130,11 +130,6 @@ class LocalRunner:
         for d in deps:
             d.add_done_callback(one_done)
         return out
-
-    def chunk(self, batches: int, later: int | None) -> int:
-        """One batch per task: this process runs reading, forward passes and polygonising as
-        tasks of their own already (``split``)."""
-        return 1
 
     def forget(self, group: Any) -> None:
         """Nothing to do: this process places no batches."""
@@ -337,7 +332,7 @@ def execute(
     counts batches."""
     window = max(2, window or runner.window)
     events: queue.SimpleQueue = queue.SimpleQueue()
-    state = {"in_flight": 0, "done": 0, "submitted": 0, "open": 0}
+    state = {"in_flight": 0, "done": 0, "submitted": 0, "open": 0, "scenes": 0}
 
     def report(live: _Live, outcome: SceneOutcome | None, error: BaseException | None) -> None:
         if live.finished:
@@ -415,7 +410,7 @@ def execute(
                 continue
             live = _Live(item, work, started)
             state["open"] += 1
-            state["scenes"] = state.get("scenes", 0) + 1
+            state["scenes"] += 1
             later = None if total is None else max(0, total - state["scenes"])
             try:
                 _submit_scene(live, runner, watch, make_room, state, window, later)
@@ -459,7 +454,8 @@ def _submit_scene(
     batches = work.batches()
     tile_shape = work.grid.tile_shape
     if work.task == "instance" and not runner.split:
-        _submit_instance_chunks(live, runner, watch, make_room, state, runner.chunk(len(batches), later))
+        per_task = runner.chunk(len(batches), later)
+        _submit_instance_chunks(live, batches, runner, watch, make_room, state, per_task)
         return
     if work.task == "instance":  # the forward pass, then polygonising as a task of its own
         results = []
@@ -484,7 +480,7 @@ def _submit_scene(
         watch(reduction, "reduce", live, 0)
         return
     if not runner.split and len(batches) <= runner.chunk(len(batches), later):
-        _submit_whole_scene(live, runner, watch, make_room, state, run_scene_semantic)
+        _submit_whole_scene(live, len(batches), runner, watch, make_room, state, run_scene_semantic)
         return
     # semantic: a chain of stitch steps, each taking the next few batches
     per_step = max(1, min(window // 2, len(work.grid.tiles()) // max(1, work.opts.batch_size) or 1, 8))
@@ -512,9 +508,9 @@ def _submit_scene(
     watch(reduction, "reduce", live, 0)
 
 
-def _submit_whole_scene(live: _Live, runner, watch, make_room, state: dict, task: Callable) -> None:
-    """``live``'s scene as one task, ``task(work)``, that runs its batches and its reduction."""
-    n = len(live.work.batches())
+def _submit_whole_scene(live: _Live, n: int, runner, watch, make_room, state: dict, task: Callable) -> None:
+    """``live``'s scene of ``n`` batches as one task, ``task(work)``, that runs its batches and its
+    reduction."""
     make_room(n)
     if live.finished:
         return
@@ -525,14 +521,15 @@ def _submit_whole_scene(live: _Live, runner, watch, make_room, state: dict, task
     watch(fut, "reduce", live, n, n)
 
 
-def _submit_instance_chunks(live: _Live, runner, watch, make_room, state: dict, per_task: int) -> None:
-    """An instance scene on a CPU cluster: tasks of up to ``per_task`` consecutive batches of one
-    image (:func:`run_batches`), placed together, and the reduction; or, when the whole scene fits
-    in one task, that task with the reduction in it (:func:`run_scene_instances`)."""
+def _submit_instance_chunks(
+    live: _Live, batches: list, runner, watch, make_room, state: dict, per_task: int
+) -> None:
+    """An instance scene of ``batches`` on a CPU cluster: tasks of up to ``per_task`` consecutive
+    batches of one image (:func:`run_batches`), placed together, and the reduction; or, when the
+    whole scene fits in one task, that task with the reduction in it (:func:`run_scene_instances`)."""
     work = live.work
-    batches = work.batches()
     if len(batches) <= per_task:
-        _submit_whole_scene(live, runner, watch, make_room, state, run_scene_instances)
+        _submit_whole_scene(live, len(batches), runner, watch, make_room, state, run_scene_instances)
         return
     chunks: list[list] = []
     for image, tiles in batches:  # consecutive batches, never across images

@@ -9,6 +9,7 @@ and results small enough to travel between dask workers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -130,7 +131,10 @@ def run_scene_instances(work: SceneWork) -> SceneOutcome:
     return reduce_instances(work, *results)
 
 
-_helpers: dict = {}
+@functools.cache
+def _vectoriser() -> ThreadPoolExecutor:
+    """The thread that polygonises a chunk's batches, one per process, made when first needed."""
+    return ThreadPoolExecutor(1, thread_name_prefix="geoseg-vectorise")
 
 
 def _run_pipelined(jobs: list, model: ModelSpec, tile_shape, opts, cache) -> list[BatchResult]:
@@ -138,9 +142,7 @@ def _run_pipelined(jobs: list, model: ModelSpec, tile_shape, opts, cache) -> lis
     the model on this thread while a helper thread polygonises the one before, so that a model
     that keeps its caller waiting (a GPU) is given its next batch at once, as this process's own
     runner does it; what :func:`run_batch` returns, batch by batch."""
-    pool = _helpers.get("vectorise")
-    if pool is None:
-        pool = _helpers.setdefault("vectorise", ThreadPoolExecutor(1, thread_name_prefix="geoseg-vectorise"))
+    pool = _vectoriser()
     pending: list[Future] = []
     try:
         for ref, tiles in jobs:

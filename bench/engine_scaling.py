@@ -56,29 +56,35 @@ def make_scenes(folder: Path, n: int) -> None:
                                                         w.col_off : w.col_off + w.width])  # fmt: skip
 
 
-def run(workers: int, scenes: int, delay: float) -> dict:
-    from geoseg.batch.jobs import load_job
-    from geoseg.batch.runner import run_job
-
+def latency_job(run_dir: Path, scenes: int, delay: float, name: str, cluster: str = "") -> Path:
+    """A fresh job folder ``run_dir`` for the latency plug-in over the first ``scenes`` benchmark
+    scenes (made if missing), with ``cluster`` as its extra YAML line: its job file."""
     archive = WORK / "archive"
     make_scenes(archive, scenes)
-    run_dir = WORK / f"run-{workers}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     files = sorted(archive.glob("scene*.tif"))[:scenes]
-    listing = run_dir / "scenes.txt"
-    listing.write_text("".join(f"{p}\n" for p in files))
-    (run_dir / "job.yaml").write_text(
-        "name: scaling\n"
+    (run_dir / "scenes.txt").write_text("".join(f"{p}\n" for p in files))
+    job = run_dir / "job.yaml"
+    job.write_text(
+        f"name: {name}\n"
         "inputs: [{list: scenes.txt}]\n"
         "model: geoseg.models.plugins:latency_instances\n"
         f"model_args: {{seconds_per_tile: {delay}, threshold: 100}}\n"
         f"tiling: {{tile_size: {TILE}, overlap: 0, batch_size: {BATCH}}}\n"
         "outputs: {dir: out, combined: none, report: false}\n"
-        "store: store\n"
-        f"cluster: {{workers: {workers}, processes: {'true' if workers > 1 else 'false'}}}\n"
+        "store: store\n" + cluster
     )
-    report = run_job(load_job(run_dir / "job.yaml")).as_dict()
+    return job
+
+
+def run(workers: int, scenes: int, delay: float) -> dict:
+    from geoseg.batch.jobs import load_job
+    from geoseg.batch.runner import run_job
+
+    cluster = f"cluster: {{workers: {workers}, processes: {'true' if workers > 1 else 'false'}}}\n"
+    job = latency_job(WORK / f"run-{workers}", scenes, delay, "scaling", cluster)
+    report = run_job(load_job(job)).as_dict()
     if report["failed"]:
         raise SystemExit(f"{report['failed']} scenes failed: {report['scenes']}")
     return report

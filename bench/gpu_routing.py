@@ -19,17 +19,16 @@ Each ``--gpu-threads`` value is one run on a fresh cluster.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import rerun_line  # noqa: E402
-from bench.engine_scaling import BATCH, SIDE, TILE, make_scenes  # noqa: E402
+from bench.engine_scaling import SIDE, TILE, latency_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = ROOT / "bench" / ".work" / "gpu-routing"
+WORK = ROOT / "bench" / ".work" / "engine-scaling"  # the scenes of bench/engine_scaling.py
 
 
 def run(scenes: int, gpus: int, gpu_threads: int, cpu_workers: int, delay: float) -> dict:
@@ -38,22 +37,7 @@ def run(scenes: int, gpus: int, gpu_threads: int, cpu_workers: int, delay: float
     from geoseg.batch.jobs import load_job
     from geoseg.batch.runner import run_job
 
-    archive = WORK / "archive"
-    make_scenes(archive, scenes)
-    run_dir = WORK / f"run-{gpu_threads}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    files = sorted(archive.glob("scene*.tif"))[:scenes]
-    (run_dir / "scenes.txt").write_text("".join(f"{p}\n" for p in files))
-    (run_dir / "job.yaml").write_text(
-        "name: routing\n"
-        "inputs: [{list: scenes.txt}]\n"
-        "model: geoseg.models.plugins:latency_instances\n"
-        f"model_args: {{seconds_per_tile: {delay}, threshold: 100}}\n"
-        f"tiling: {{tile_size: {TILE}, overlap: 0, batch_size: {BATCH}}}\n"
-        "outputs: {dir: out, combined: none, report: false}\n"
-        "store: store\n"
-    )
+    job = latency_job(WORK / f"routing-{gpu_threads}", scenes, delay, "routing")
     workers = {f"gpu{i}": {"cls": Nanny, "options": {"nthreads": gpu_threads, "resources": {"GPU": 1}}}
                for i in range(gpus)}  # fmt: skip
     workers.update({f"cpu{i}": {"cls": Nanny, "options": {"nthreads": 1}} for i in range(cpu_workers)})
@@ -63,7 +47,7 @@ def run(scenes: int, gpus: int, gpu_threads: int, cpu_workers: int, delay: float
         info = client.scheduler_info()["workers"]
         gpu_addrs = {a for a, w in info.items() if (w.get("resources") or {}).get("GPU")}
         with get_task_stream(client) as ts:  # the scheduler records every task from here on
-            report = run_job(load_job(run_dir / "job.yaml"), scheduler=cluster.scheduler_address).as_dict()
+            report = run_job(load_job(job), scheduler=cluster.scheduler_address).as_dict()
         stream = ts.data
     if report["failed"]:
         raise SystemExit(f"{report['failed']} scenes failed: {report['scenes']}")

@@ -146,7 +146,7 @@ def tankers(args) -> dict:
         report[name] = {**m, "holes": holes, "seconds": round(seconds, 1)}
         print(f"tankers {family.upper()} {gsd:.1f} m {condition:9s}: truth {len(t):3d}  found {len(p):3d}  "
               f"F1 {m['f1']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}  dup {m['duplicates']}  "
-              f"seam splits {m['seam_splits']}  holes {holes}  {seconds:.0f} s")  # fmt: skip
+              f"seams {m['seam_splits']}  parts {m['parts']}  holes {holes}  {seconds:.0f} s")  # fmt: skip
     return report
 
 

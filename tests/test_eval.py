@@ -38,6 +38,16 @@ def test_counts():
     r = evaluate(pred, truth)
     assert (r["true_positives"], r["predictions"], r["truths"]) == (2, 6, 4)
     assert r["duplicates"] == 1 and r["seam_splits"] == 1
+    assert r["parts"] == 2  # the two pieces of truth 3, each under half of it
+
+
+def test_parts_are_unmatched_predictions_covering_under_half_of_one_object():
+    truth = gdf([box(0, 0, w=300), box(1000, 0)])
+    pred = gdf([box(0, 0, w=120), box(1000, 0), box(5000, 0)])
+    r = evaluate(pred, truth)
+    # 40 % of a long hull is a part (one piece: no seam split); a false positive on open sea is not
+    assert r["parts"] == 1 and r["seam_splits"] == 0 and r["true_positives"] == 1
+    assert evaluate(gdf([box(0, 0, w=200)]), truth)["parts"] == 0  # two thirds: not a part
     assert r["precision"] == pytest.approx(2 / 6, abs=1e-4) and r["recall"] == 0.5
     assert r["f1"] == pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5), abs=1e-4)
     assert 0.95 < r["mean_iou"] <= 1

@@ -4,6 +4,7 @@ checkpoint that `geoseg predict` uses with its own tile size; wrong bands are re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,58 @@ def pd_isna(value) -> bool:
     import pandas as pd
 
     return bool(pd.isna(value))
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_a_checkpoint_and_keeps_its_normalisation(data, tmp_path):
+    base_meta, base_w = train(data, tmp_path / "base.safetensors")
+    meta, w = train(data, tmp_path / "tuned.safetensors", 1, "--init", str(tmp_path / "base.safetensors"),
+                    "--strong-augment", "--lr", "0.002")  # fmt: skip
+    assert meta["normalization"] == base_meta["normalization"] and meta["config"] == base_meta["config"]
+    record = meta["training"]["init"]
+    assert record["checkpoint"] == "base.safetensors" and len(record["sha256"]) == 64
+    assert record["training"]["seed"] == 0 and meta["training"]["strong_augment"] is True
+    assert "strong_augment" not in base_meta["training"] and "init" not in base_meta["training"]
+    # four small steps move the weights, but they start from the checkpoint's, not from scratch
+    _, scratch = train(data, tmp_path / "scratch.safetensors", 1, "--strong-augment", "--lr", "0.002")
+    moved = {k: float((w[k].float() - base_w[k].float()).abs().max()) for k in w}
+    assert any(v > 0 for v in moved.values())
+    head = "roi_heads.box_predictor.cls_score.weight"
+    assert (w[head] - base_w[head]).abs().mean() < (scratch[head] - base_w[head]).abs().mean()
+
+
+def test_fine_tuning_refuses_what_does_not_fit(data, tmp_path):
+    base = tmp_path / "base.safetensors"
+    lung = Path(__file__).parents[1] / "geoseg" / "weights" / "lungs-unet.safetensors"
+    cases = [
+        (["--init", str(lung)], "is a unet model, not maskrcnn"),
+        (["--init", str(tmp_path / "none.safetensors")], "none.safetensors"),
+        (["--init", str(lung), "--pretrained"], "--pretrained"),
+        (["--init", str(lung), "--config", "light"], "--config"),
+    ]
+    for extra, message in cases:
+        pairs = ["--train", str(data / "a.tif"), str(data / "a.geojson")]
+        pairs += ["--val", str(data / "v.tif"), str(data / "v.geojson")]
+        r = CliRunner().invoke(
+            cli, ["-q", "train", "maskrcnn", *pairs, "--iterations", "1", "-o", str(base), *extra]
+        )
+        assert r.exit_code != 0 and message in r.output, (extra, r.output)
+        assert not base.exists()
+
+
+def test_photometric_changes_values_within_range_and_keeps_shape():
+    from geoseg.training.chips import photometric
+
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).integers(10, 60, (3, 64, 80)).astype(np.float32)
+    outs = [photometric(image, rng) for _ in range(40)]
+    assert all(o.shape == image.shape and o.dtype == np.float32 for o in outs)
+    assert all(o.min() >= 0 and o.max() <= 255 for o in outs)
+    assert all(not np.array_equal(o, image) for o in outs)
+    # haze brightens some chips a lot; colour shifts move the bands apart
+    assert max(float(o.mean()) for o in outs) > image.mean() + 40
+    assert np.ptp([o.mean(axis=(1, 2)) - o.mean() for o in outs]) > 10
+    a = photometric(image, np.random.default_rng(5))
+    assert np.array_equal(a, photometric(image, np.random.default_rng(5)))
+    wide = photometric(image * 60, np.random.default_rng(5), top=4000.0)  # a 12-bit-like scene
+    assert wide.max() <= 4000 and wide.mean() > 255

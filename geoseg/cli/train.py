@@ -73,12 +73,20 @@ def train():
     "--keep-holes", is_flag=True,
     help="Record that the classes may have holes (by default they are solid: fill_holes lists them).",
 )  # fmt: skip
+@click.option(
+    "--strong-augment", is_flag=True,
+    help="Photometric changes of most chips: band gain and offset, gamma, haze, blur, noise, band shift.",
+)  # fmt: skip
+@click.option(
+    "--init", "init", default=None, metavar="CHECKPOINT",
+    help="Start from this geoseg Mask R-CNN checkpoint (fine-tuning): its config and normalisation are kept.",
+)  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @click.pass_context
 def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations, batch_size, chip_size, lr,
-             val_every, focus, hard_negatives, val_chips, max_gsd, rotated_view, keep_holes, seed,
-             overwrite):  # fmt: skip
+             val_every, focus, hard_negatives, val_chips, max_gsd, rotated_view, keep_holes, strong_augment,
+             init, seed, overwrite):  # fmt: skip
     """Train Mask R-CNN on scenes with polygon labels; the best checkpoint by validation F1 is kept.
 
     The checkpoint records ship measures (metadata ``measures: ["ship"]``): geoseg predict gives its
@@ -88,10 +96,16 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
     from geoseg.training.maskrcnn import TrainOptions, train_maskrcnn
 
     check_writable(output, overwrite=overwrite)
+    if init and pretrained:
+        raise click.BadParameter("a fine-tuned model starts from its checkpoint, not from COCO weights",
+                                 param_hint="--pretrained")  # fmt: skip
+    if init and ctx.get_parameter_source("config") is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter("a fine-tuned model keeps its checkpoint's config", param_hint="--config")
     opts = TrainOptions(
         config=config, iterations=iterations, batch_size=batch_size, chip_size=chip_size, lr=lr,
         val_every=val_every, focus=focus, hard_negatives=hard_negatives, val_chips=val_chips, seed=seed,
         pretrained=pretrained, max_gsd=max_gsd, rotated_view=rotated_view, solid=not keep_holes,
+        strong_augment=strong_augment, init=init,
     )  # fmt: skip
     command = "geoseg train maskrcnn " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
     quiet = ctx.obj.get("quiet", False)

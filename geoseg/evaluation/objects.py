@@ -117,6 +117,11 @@ def evaluate(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_threshold: 
         if int(sel.sum()) >= 2 and good <= 1:
             seam_splits += 1
 
+    # parts: unmatched predictions lying mostly on one true object that they cover less than half of
+    covers = inter / np.maximum(ta[pairs_t], 1e-12) if pairs_t.size else inter
+    part_of = mostly_on & (covers < 0.5)
+    parts = len({int(p) for p in pairs_p[part_of] if int(p) not in matched_p}) if pairs_t.size else 0
+
     tp = len(matched_t)
     attributes = _attribute_errors(pred, truth, pairs_t, pairs_p, matched_t, matched_p)
     precision, recall, f1 = precision_recall_f1(tp, n_pred, n_true)
@@ -133,6 +138,7 @@ def evaluate(pred: gpd.GeoDataFrame, truth: gpd.GeoDataFrame, *, iou_threshold: 
         "mean_iou": round(float(np.mean(match_ious)), 4) if match_ious else None,
         "duplicates": duplicates,
         "seam_splits": seam_splits,
+        "parts": parts,
         "crs": crs.to_string() if crs is not None else None,
         **attributes,
     }

@@ -183,6 +183,11 @@ class Scene:
         return len(self.bands)
 
     @property
+    def dtype(self) -> str:
+        """The numpy dtype name of the scene's (first) band as stored, e.g. ``uint8``."""
+        return self._ds.dtypes[self.bands[0] - 1]
+
+    @property
     def transform(self) -> Affine:
         return self._grid[2] if self._grid else self._ds.transform
 

@@ -9,6 +9,7 @@ import shapely
 from affine import Affine
 from rasterio import features
 from rasterio.windows import Window
+from scipy import ndimage
 
 from geoseg.errors import GeosegError
 from geoseg.evaluation.objects import read_vectors
@@ -121,6 +122,35 @@ def augment(image: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> t
     image = image * rng.uniform(0.85, 1.15) + rng.uniform(-12, 12)
     image = image + rng.normal(0, rng.uniform(0, 4), image.shape)
     return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(masks)
+
+
+def photometric(image: np.ndarray, rng: np.random.Generator, top: float = 255.0) -> np.ndarray:
+    """Stronger, sensor- and atmosphere-like changes of a chip's raw band values, whose bright end
+    is ``top`` (255 for 8-bit scenes): per-band gain and offset (another sea colour, another
+    calibration), gamma, haze (path radiance that brightens and flattens the chip, varying across
+    it), blur, noise of a random level and a one-pixel shift of one band. Each is drawn on its own;
+    the chip's shape, and so its masks, are untouched."""
+    image = image.astype(np.float32) / top
+    bands, h, w = image.shape
+    image = image * rng.uniform(0.75, 1.3, (bands, 1, 1)) + rng.uniform(-0.1, 0.1, (bands, 1, 1))
+    if rng.random() < 0.5:
+        image = np.clip(image, 0, None) ** rng.uniform(0.7, 1.4)
+    if rng.random() < 0.4:
+        # a share of a bright veil, slightly bluer in the later bands, ramping across the chip
+        ry, rx = rng.uniform(-1, 1, 2) * rng.uniform(0, 0.3)
+        yy = np.linspace(-0.5, 0.5, h, dtype=np.float32)[:, None]
+        xx = np.linspace(-0.5, 0.5, w, dtype=np.float32)[None, :]
+        share = np.clip(rng.uniform(0.1, 0.6) + ry * yy + rx * xx, 0, 0.8)[None]
+        tint = rng.uniform(-0.06, 0.1) * np.linspace(0, 1, bands, dtype=np.float32)[:, None, None]
+        image = image * (1 - share) + (rng.uniform(0.55, 0.9) + tint) * share
+    if rng.random() < 0.3:
+        sigma = rng.uniform(0.4, 1.2)
+        image = ndimage.gaussian_filter(image, (0, sigma, sigma))
+    if bands > 1 and rng.random() < 0.15:
+        b = int(rng.integers(bands))
+        image[b] = np.roll(image[b], int(rng.choice([-1, 1])), axis=int(rng.integers(2)))
+    image = image + rng.normal(0, rng.uniform(0, 0.03), image.shape).astype(np.float32)
+    return (np.clip(image, 0, 1) * top).astype(np.float32)
 
 
 def band_stats(scenes: list[LabelledScene], rng: np.random.Generator, samples: int = 24, size: int = 256):

@@ -3,15 +3,20 @@ best checkpoint kept. Seeded: the same data, seed and machine give the same metr
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from geoseg.errors import GeosegError
 from geoseg.evaluation.objects import match_greedy, precision_recall_f1
+from geoseg.models.checkpoint import read_metadata
 from geoseg.models.maskrcnn import (
     CONFIGS,
+    DEFAULT_ANCHOR_RATIOS,
     SHIP_MEASURES,
     MaskRCNNSegmenter,
     build_maskrcnn,
@@ -25,6 +30,7 @@ from geoseg.training.chips import (
     fingerprint,
     instance_targets,
     load_labelled,
+    photometric,
     size_limits,
 )
 from geoseg.training.loop import Fit, training_record
@@ -51,6 +57,8 @@ class TrainOptions:
     max_gsd: float | None = None
     rotated_view: bool = False
     solid: bool = True  # the classes have no holes: recorded as fill_holes
+    strong_augment: bool = False  # photometric changes of most chips (see geoseg.training.chips.photometric)
+    init: str | None = None  # a geoseg Mask R-CNN checkpoint to start from (fine-tuning)
 
 
 @dataclass
@@ -95,7 +103,7 @@ def mine_hard_negatives(seg, scenes, rng, opts, *, score: float = 0.5, inside: f
     return found
 
 
-def _batch(scenes, rng, opts, mean, std, hard: HardNegatives):
+def _batch(scenes, rng, opts, mean, std, hard: HardNegatives, top: float = 255.0):
     images, targets = [], []
     for _ in range(opts.batch_size):
         if hard.windows and rng.random() < opts.hard_negatives:
@@ -107,6 +115,8 @@ def _batch(scenes, rng, opts, mean, std, hard: HardNegatives):
         image = ls.scene.read(window)
         masks = instance_targets(ls, window)
         image, masks = augment(image, masks, rng)
+        if opts.strong_augment and rng.random() < 0.8:
+            image = photometric(image, rng, top)
         x = torch.nan_to_num((torch.from_numpy(image) - mean) / std)
         images.append(x)
         targets.append(instance_target(masks))
@@ -146,6 +156,32 @@ def chip_f1(seg: MaskRCNNSegmenter, chips: list[tuple[np.ndarray, np.ndarray]], 
     }
 
 
+def _start_from(path: str, bands: int, n_classes: int) -> dict:
+    """The weights and metadata of the Mask R-CNN checkpoint at ``path``, checked against the
+    training data's bands and the classes, and what the new checkpoint records of it."""
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    if meta["architecture"] != "maskrcnn":
+        raise GeosegError(f"checkpoint '{path}': is a {meta['architecture']} model, not maskrcnn")
+    if meta["in_channels"] != bands or len(meta["classes"]) != n_classes:
+        raise GeosegError(
+            f"checkpoint '{path}': has {meta['in_channels']} bands and {len(meta['classes'])} classes; "
+            f"the training data have {bands} bands and {n_classes} classes"
+        )
+    if not (meta.get("normalization") or {}).get("mean"):
+        raise GeosegError(f"checkpoint '{path}': records no normalisation to keep")
+    record = {"checkpoint": os.path.basename(path), "sha256": _sha256(path)}
+    if "training" in meta:
+        record["training"] = meta["training"]
+    return {"meta": meta, "state": load_file(path, device="cpu"), "record": record}
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def train_maskrcnn(
     train: list[tuple[str, str]],
     val: list[tuple[str, str]],
@@ -165,7 +201,12 @@ def train_maskrcnn(
     scenes = [load_labelled(s, lab) for s, lab in train]
     val_scenes = [load_labelled(s, lab) for s, lab in val]
     bands = len(scenes[0].scene.bands)
-    mean, std = band_stats(scenes, np.random.default_rng(opts.seed + 1))
+    start = _start_from(opts.init, bands, len(opts.classes)) if opts.init else None
+    if start:  # a fine-tuned model keeps the normalisation its weights were trained with
+        mean, std = start["meta"]["normalization"]["mean"], start["meta"]["normalization"]["std"]
+    else:
+        mean, std = band_stats(scenes, np.random.default_rng(opts.seed + 1))
+    top = 255.0 if scenes[0].scene.dtype == "uint8" else float(np.max(np.add(mean, np.multiply(4, std))))
     mean_t = torch.tensor(mean).view(-1, 1, 1)
     std_t = torch.tensor(std).view(-1, 1, 1)
 
@@ -176,10 +217,15 @@ def train_maskrcnn(
         window = chip_window(ls, vrng, opts.chip_size, focus=0.8)
         val_chips.append((ls.scene.read(window), instance_targets(ls, window)))
 
-    config = {**CONFIGS[opts.config], "name": opts.config}
-    model = build_maskrcnn(
-        config, in_channels=bands, num_classes=len(opts.classes), pretrained=opts.pretrained
-    )
+    if start:
+        config = {"anchor_ratios": DEFAULT_ANCHOR_RATIOS, "mask_roi_size": 14, **start["meta"]["config"]}
+        model = build_maskrcnn(config, in_channels=bands, num_classes=len(opts.classes))
+        model.load_state_dict(start["state"])
+    else:
+        config = {**CONFIGS[opts.config], "name": opts.config}
+        model = build_maskrcnn(
+            config, in_channels=bands, num_classes=len(opts.classes), pretrained=opts.pretrained
+        )
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.SGD(params, lr=opts.lr, momentum=0.9, weight_decay=opts.weight_decay)
@@ -214,6 +260,8 @@ def train_maskrcnn(
             hard_negatives=opts.hard_negatives,
             lr=opts.lr,
             device=device,
+            **({"strong_augment": True} if opts.strong_augment else {}),
+            **({"init": start["record"]} if start else {}),
         ),  # fmt: skip
     }
     fit = Fit(
@@ -223,7 +271,7 @@ def train_maskrcnn(
     mrng = np.random.default_rng(opts.seed + 3)
     for it in range(1, opts.iterations + 1):
         model.train()
-        images, targets = _batch(scenes, rng, opts, mean_t, std_t, hard)
+        images, targets = _batch(scenes, rng, opts, mean_t, std_t, hard, top)
         no_resize(model, opts.chip_size, opts.chip_size)
         losses = model(
             [x.to(device) for x in images], [{k: v.to(device) for k, v in t.items()} for t in targets]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -222,3 +224,28 @@ def test_evaluation_only_slices_are_refused(tmp_path):
                                  "--masks", str(held_out / "masks"), "-o", str(out)])  # fmt: skip
     assert r.exit_code == 1 and "evaluation-only" in r.stderr and str(held_out / "images") in r.stderr
     assert len(r.stderr.strip().splitlines()[-1:]) == 1 and not out.exists()
+
+
+def test_fine_tuning_starts_from_a_checkpoint_and_keeps_its_layout_and_window(data, tmp_path):
+    base_meta, base_w = train(data, tmp_path / "base.safetensors")
+    args = ["-q", "train", "unet", "--images", str(data / "train" / "images"), "--masks",
+            str(data / "train" / "masks"), "--val-images", str(data / "val" / "images"), "--val-masks",
+            str(data / "val" / "masks"), "--epochs", "1", "--batch-size", "2", "--tile", "32", "--lr", "1e-4",
+            "--strong-augment", "-o", str(tmp_path / "tuned.safetensors")]  # fmt: skip
+    r = CliRunner().invoke(cli, [*args, "--init", str(tmp_path / "base.safetensors")])
+    assert r.exit_code == 0, r.output
+    meta, w = read_metadata(tmp_path / "tuned.safetensors"), load_file(tmp_path / "tuned.safetensors")
+    assert meta["config"] == base_meta["config"] and meta["normalization"] == base_meta["normalization"]
+    assert meta["training"]["init"]["checkpoint"] == "base.safetensors"
+    assert meta["training"]["init"]["training"]["epochs"] == 2
+    # one epoch at a small rate moves the weights a little from the checkpoint's
+    first = "enc.0.block.0.weight" if "enc.0.block.0.weight" in w else next(iter(w))
+    assert 0 < float((w[first] - base_w[first]).abs().max()) < float(base_w[first].abs().max())
+    # a layout option is refused with --init; so is a checkpoint of another architecture
+    r = CliRunner().invoke(
+        cli, [*args, "--init", str(tmp_path / "base.safetensors"), "--depth", "3", "--overwrite"]
+    )
+    assert r.exit_code == 2 and "--depth" in r.output
+    tanker = Path(__file__).parents[1] / "geoseg" / "weights" / "tankers-light.safetensors"
+    r = CliRunner().invoke(cli, [*args, "--init", str(tanker), "--overwrite"])
+    assert r.exit_code == 1 and "is a maskrcnn model, not unet" in r.output

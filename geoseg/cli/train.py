@@ -192,12 +192,16 @@ def _parse_window(ctx, param, value):
     help="Recorded in the checkpoint: the training slices' pixel spacing; slices whose files record "
     "another (DICOM, NIfTI) are resampled to it by geoseg predict.",
 )  # fmt: skip
+@click.option(
+    "--init", "init", default=None, metavar="CHECKPOINT",
+    help="Start from this geoseg U-Net checkpoint (fine-tuning): keeps its layout, window, normalisation.",
+)  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_opt
 @click.pass_context
 def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, tile, window, depth,
          base_width, down, up, norm, lr, classes, val_fraction, no_augment, strong_augment, streaks, min_area,
-         spacing, seed, overwrite):  # fmt: skip
+         spacing, init, seed, overwrite):  # fmt: skip
     """Train a U-Net on image/mask folders; the best checkpoint by validation Dice is kept."""
     # OpenMP threads that spin while waiting slow training several-fold when other processes share
     # the cores; passive waiting costs little on an idle machine (takes effect before torch loads).
@@ -216,11 +220,18 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
         )
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
     check_writable(output, overwrite=overwrite)
+    if init:
+        for name in ("window", "depth", "base_width", "down", "up", "norm"):
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+                flag = name.replace("_", "-")
+                raise click.BadParameter(
+                    f"a fine-tuned model keeps its checkpoint's {flag}", param_hint=f"--{flag}"
+                )
     opts = UNetTrainOptions(
         epochs=epochs, batch_size=batch_size, tile=tile, depth=depth, base_width=base_width, down=down, up=up,
         norm=norm, lr=lr, window=window, classes=names, seed=seed, val_fraction=val_fraction,
         augment=not no_augment, strong_augment=strong_augment, streaks=streaks, min_area=min_area,
-        spacing=spacing,
+        spacing=spacing, init=init,
     )  # fmt: skip
     command = "geoseg train unet " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
     quiet = ctx.obj.get("quiet", False)

@@ -1,10 +1,12 @@
 """What geoseg's two training recipes share: the optimisation step, a smoothed loss, and keeping
 the best checkpoint seen at validation (:class:`Fit`); the ``training`` record of a checkpoint's
-metadata (:func:`training_record`)."""
+metadata (:func:`training_record`); the checkpoint fine-tuning starts from (:func:`start_from`)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -12,7 +14,33 @@ from typing import Any
 
 import torch
 
-from geoseg.models.checkpoint import save_checkpoint
+from geoseg.errors import GeosegError
+from geoseg.models.checkpoint import read_metadata, save_checkpoint
+
+
+def start_from(path: str, architecture: str, bands: int, n_classes: int) -> dict:
+    """What fine-tuning starts from: the weights (``state``) and metadata (``meta``) of the geoseg
+    checkpoint at ``path``, checked against the architecture being trained, the training data's
+    bands and the classes, and the ``record`` the new checkpoint keeps of it (``training.init``:
+    file name, SHA-256 and the checkpoint's own training record). Raises GeosegError."""
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    if meta["architecture"] != architecture:
+        raise GeosegError(f"checkpoint '{path}': is a {meta['architecture']} model, not {architecture}")
+    if meta["in_channels"] != bands or len(meta["classes"]) != n_classes:
+        raise GeosegError(
+            f"checkpoint '{path}': has {meta['in_channels']} band(s) and {len(meta['classes'])} classes; "
+            f"the training data have {bands} band(s) and {n_classes} classes"
+        )
+    if not (meta.get("normalization") or {}).get("mean"):
+        raise GeosegError(f"checkpoint '{path}': records no normalisation to keep")
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    record = {"checkpoint": os.path.basename(path), "sha256": digest}
+    if "training" in meta:
+        record["training"] = meta["training"]
+    return {"meta": meta, "state": load_file(path, device="cpu"), "record": record}
 
 
 def training_record(command: str | None, **fields: Any) -> dict:

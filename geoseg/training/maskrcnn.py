@@ -3,17 +3,13 @@ best checkpoint kept. Seeded: the same data, seed and machine give the same metr
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from geoseg.errors import GeosegError
 from geoseg.evaluation.objects import match_greedy, precision_recall_f1
-from geoseg.models.checkpoint import read_metadata
 from geoseg.models.maskrcnn import (
     CONFIGS,
     DEFAULT_ANCHOR_RATIOS,
@@ -33,7 +29,7 @@ from geoseg.training.chips import (
     photometric,
     size_limits,
 )
-from geoseg.training.loop import Fit, training_record
+from geoseg.training.loop import Fit, start_from, training_record
 
 
 @dataclass
@@ -156,32 +152,6 @@ def chip_f1(seg: MaskRCNNSegmenter, chips: list[tuple[np.ndarray, np.ndarray]], 
     }
 
 
-def _start_from(path: str, bands: int, n_classes: int) -> dict:
-    """The weights and metadata of the Mask R-CNN checkpoint at ``path``, checked against the
-    training data's bands and the classes, and what the new checkpoint records of it."""
-    from safetensors.torch import load_file
-
-    meta = read_metadata(path)
-    if meta["architecture"] != "maskrcnn":
-        raise GeosegError(f"checkpoint '{path}': is a {meta['architecture']} model, not maskrcnn")
-    if meta["in_channels"] != bands or len(meta["classes"]) != n_classes:
-        raise GeosegError(
-            f"checkpoint '{path}': has {meta['in_channels']} bands and {len(meta['classes'])} classes; "
-            f"the training data have {bands} bands and {n_classes} classes"
-        )
-    if not (meta.get("normalization") or {}).get("mean"):
-        raise GeosegError(f"checkpoint '{path}': records no normalisation to keep")
-    record = {"checkpoint": os.path.basename(path), "sha256": _sha256(path)}
-    if "training" in meta:
-        record["training"] = meta["training"]
-    return {"meta": meta, "state": load_file(path, device="cpu"), "record": record}
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def train_maskrcnn(
     train: list[tuple[str, str]],
     val: list[tuple[str, str]],
@@ -201,7 +171,7 @@ def train_maskrcnn(
     scenes = [load_labelled(s, lab) for s, lab in train]
     val_scenes = [load_labelled(s, lab) for s, lab in val]
     bands = len(scenes[0].scene.bands)
-    start = _start_from(opts.init, bands, len(opts.classes)) if opts.init else None
+    start = start_from(opts.init, "maskrcnn", bands, len(opts.classes)) if opts.init else None
     if start:  # a fine-tuned model keeps the normalisation its weights were trained with
         mean, std = start["meta"]["normalization"]["mean"], start["meta"]["normalization"]["std"]
     else:

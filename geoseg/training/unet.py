@@ -21,7 +21,7 @@ from geoseg.evaluation.dice import class_scores
 from geoseg.io.fingerprints import arrays_fingerprint
 from geoseg.io.slices import load_pairs as slices_load_pairs
 from geoseg.models.unet import UNet, apply_window
-from geoseg.training.loop import Fit, training_record
+from geoseg.training.loop import Fit, start_from, training_record
 from geoseg.training.losses import dice_ce_loss
 
 Pair = tuple[str, np.ndarray, np.ndarray]  # id, image float32 (C, H, W), mask uint8 (H, W)
@@ -48,6 +48,7 @@ class UNetTrainOptions:
     streaks: float = 0.0  # share of training crops given synthetic streak artefacts
     min_area: float = 0.0  # recorded: predictions drop regions under this many pixels by default
     spacing: float | None = None  # recorded as spacing_mm: slices at another spacing are resampled to it
+    init: str | None = None  # a geoseg U-Net checkpoint to start from (fine-tuning)
     extra: dict = field(default_factory=dict)  # recorded in the checkpoint's training section
 
 
@@ -256,15 +257,30 @@ def train_unet(
     in_channels = channels.pop()
     n_out = len(opts.classes)
 
-    train_x, mean, std = _prepare(pairs, opts.window)
-    val_x, _, _ = _prepare(val_pairs, opts.window, mean, std)
+    start = start_from(opts.init, "unet", in_channels, n_out) if opts.init else None
+    window = opts.window
+    if start:  # a fine-tuned model keeps its checkpoint's window, normalisation and layout
+        norm = start["meta"]["normalization"]
+        window = (norm["window"]["center"], norm["window"]["width"]) if norm.get("window") else None
+        train_x, mean, std = _prepare(pairs, window, norm["mean"], norm["std"])
+    else:
+        train_x, mean, std = _prepare(pairs, window)
+    val_x, _, _ = _prepare(val_pairs, window, mean, std)
     train_y = [torch.from_numpy(labels_of(p[2], n_out)) for p in pairs]
     val_y = [labels_of(p[2], n_out) for p in val_pairs]
     train_x = [torch.from_numpy(x) for x in train_x]
 
     config = {"depth": opts.depth, "base_width": opts.base_width, "down": opts.down, "up": opts.up,
               "norm": opts.norm}  # fmt: skip
-    model = UNet(in_channels, n_out, **config).to(device)
+    if start:
+        config = dict(start["meta"]["config"])
+        if opts.tile % (2 ** config["depth"]):
+            raise GeosegError(f"checkpoint '{opts.init}': its U-Net stride {2 ** config['depth']} does not "
+                              f"divide the crop size {opts.tile}")  # fmt: skip
+    model = UNet(in_channels, n_out, **config)
+    if start:
+        model.load_state_dict(start["state"])
+    model = model.to(device)
     fmt = torch.channels_last
     model = model.to(memory_format=fmt)
     optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
@@ -273,8 +289,8 @@ def train_unet(
         optim, max_lr=opts.lr, total_steps=opts.epochs * steps_per_epoch, pct_start=0.2
     )
     normalization: dict = {"mean": mean, "std": std}
-    if opts.window:
-        normalization["window"] = {"center": float(opts.window[0]), "width": float(opts.window[1])}
+    if window:
+        normalization["window"] = {"center": float(window[0]), "width": float(window[1])}
     meta = {
         "architecture": "unet",
         "config": config,
@@ -297,6 +313,7 @@ def train_unet(
             lr=opts.lr,
             augment=opts.augment,
             **({"strong_augment": True} if opts.strong_augment else {}),
+            **({"init": start["record"]} if start else {}),
             streaks=opts.streaks,
             train_slices=len(pairs),
             val_slices=len(val_pairs),

@@ -1,14 +1,16 @@
 """Object-level evaluation of predicted polygons against true polygons.
 
 Matching is one-to-one at IoU >= 0.5 (SpaceNet style): candidate pairs are taken greedily by
-decreasing IoU. Beyond precision, recall and F1 it counts the two failures a tiled detector is
+decreasing IoU. Beyond precision, recall and F1 it counts the failures a tiled detector is
 prone to:
 
 - **duplicates**: extra predictions on a true object that is already found, each itself a good
   match (IoU >= threshold): the object was reported twice;
 - **seam splits**: true objects covered by two or more predictions that each lie mostly on it
   (over half of the prediction's area) while at most one of them is a good match: the object came
-  out in pieces.
+  out in pieces;
+- **parts**: predictions that match nothing but lie mostly on one true object and cover less than
+  half of it: the detector found a piece of it (the bow half of a long hull, say).
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ def summary(report: dict) -> str:
         f"{report['true_positives']} matched at IoU >= {report['iou_threshold']}\n"
         f"precision {report['precision']:.3f}  recall {report['recall']:.3f}  "
         f"F1 {report['f1']:.3f}  mean IoU {miou}\n"
-        f"duplicates {report['duplicates']}  seam splits {report['seam_splits']}" + _attribute_line(report)
+        f"duplicates {report['duplicates']}  seam splits {report['seam_splits']}  parts {report['parts']}"
+        + _attribute_line(report)
     )
 
 

@@ -110,6 +110,7 @@ def test_prediction_report_draws_every_object_offline(tmp_path):
             MAGENTA,
             "document.querySelectorAll('#tbody tr').length",
             "document.querySelector('#cards').textContent",
+            "document.querySelector('#note').textContent",
         ],
     )
     keep("prediction-report.png", load.screenshot)
@@ -119,6 +120,7 @@ def test_prediction_report_draws_every_object_offline(tmp_path):
     assert v[2] > 12 * 20  # outlines are on the canvas
     assert v[3] == 12
     assert "F1" in v[4] and "1.000" in v[4]  # scored against the truth given
+    assert "duplicates 0, seam splits 0, parts 0" in v[5], v[5]
 
     # a click on a table row shows that object: zoomed in on it, only it and its neighbours drawn
     after = b.load(

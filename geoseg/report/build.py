@@ -230,7 +230,8 @@ def _evaluate(entry: SceneEntry, objects, transform, crs, pixel_space):
 
     truth = _read_objects(entry.truth)
     r = evaluate(objects, truth)
-    keep = ("precision", "recall", "f1", "true_positives", "false_positives", "false_negatives", "mean_iou")
+    keep = ("precision", "recall", "f1", "true_positives", "false_positives", "false_negatives", "mean_iou",
+            "duplicates", "seam_splits", "parts")  # fmt: skip
     return {"kind": "objects", **{k: r[k] for k in keep if k in r}}, _outlines(
         truth, transform, crs, pixel_space
     )

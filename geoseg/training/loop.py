@@ -15,17 +15,17 @@ from typing import Any
 import torch
 
 from geoseg.errors import GeosegError
-from geoseg.models.checkpoint import read_metadata, save_checkpoint
+from geoseg.models.checkpoint import load_checkpoint, save_checkpoint
 
 
 def start_from(path: str, architecture: str, bands: int, n_classes: int) -> dict:
-    """What fine-tuning starts from: the weights (``state``) and metadata (``meta``) of the geoseg
-    checkpoint at ``path``, checked against the architecture being trained, the training data's
-    bands and the classes, and the ``record`` the new checkpoint keeps of it (``training.init``:
-    file name, SHA-256 and the checkpoint's own training record). Raises GeosegError."""
-    from safetensors.torch import load_file
-
-    meta = read_metadata(path)
+    """What fine-tuning starts from: the network (``module``, built by the checkpoint's own loader,
+    so its weights are trainable) and metadata (``meta``) of the geoseg checkpoint at ``path``,
+    checked against the architecture being trained, the training data's bands and the classes, and
+    the ``record`` the new checkpoint keeps of it (``training.init``: file name, SHA-256 and the
+    checkpoint's own training record). Raises GeosegError."""
+    seg = load_checkpoint(path)
+    meta = seg.metadata
     if meta["architecture"] != architecture:
         raise GeosegError(f"checkpoint '{path}': is a {meta['architecture']} model, not {architecture}")
     if meta["in_channels"] != bands or len(meta["classes"]) != n_classes:
@@ -40,7 +40,7 @@ def start_from(path: str, architecture: str, bands: int, n_classes: int) -> dict
     record = {"checkpoint": os.path.basename(path), "sha256": digest}
     if "training" in meta:
         record["training"] = meta["training"]
-    return {"meta": meta, "state": load_file(path, device="cpu"), "record": record}
+    return {"meta": meta, "module": seg.module, "record": record}
 
 
 def training_record(command: str | None, **fields: Any) -> dict:

@@ -12,7 +12,6 @@ import torch
 from geoseg.evaluation.objects import match_greedy, precision_recall_f1
 from geoseg.models.maskrcnn import (
     CONFIGS,
-    DEFAULT_ANCHOR_RATIOS,
     SHIP_MEASURES,
     MaskRCNNSegmenter,
     build_maskrcnn,
@@ -188,9 +187,7 @@ def train_maskrcnn(
         val_chips.append((ls.scene.read(window), instance_targets(ls, window)))
 
     if start:
-        config = {"anchor_ratios": DEFAULT_ANCHOR_RATIOS, "mask_roi_size": 14, **start["meta"]["config"]}
-        model = build_maskrcnn(config, in_channels=bands, num_classes=len(opts.classes))
-        model.load_state_dict(start["state"])
+        config, model = start["meta"]["config"], start["module"]
     else:
         config = {**CONFIGS[opts.config], "name": opts.config}
         model = build_maskrcnn(

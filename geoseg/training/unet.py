@@ -273,13 +273,12 @@ def train_unet(
     config = {"depth": opts.depth, "base_width": opts.base_width, "down": opts.down, "up": opts.up,
               "norm": opts.norm}  # fmt: skip
     if start:
-        config = dict(start["meta"]["config"])
+        config, model = dict(start["meta"]["config"]), start["module"]
         if opts.tile % (2 ** config["depth"]):
             raise GeosegError(f"checkpoint '{opts.init}': its U-Net stride {2 ** config['depth']} does not "
                               f"divide the crop size {opts.tile}")  # fmt: skip
-    model = UNet(in_channels, n_out, **config)
-    if start:
-        model.load_state_dict(start["state"])
+    else:
+        model = UNet(in_channels, n_out, **config)
     model = model.to(device)
     fmt = torch.channels_last
     model = model.to(memory_format=fmt)

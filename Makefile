@@ -88,7 +88,7 @@ lung-model: $(STAMP)
 	$(BIN)/geoseg synth lungs $(LUNG_DATA)/val --slices 40 --patients 4 --size 512 --seed 2 --overwrite
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/geoseg train unet --images $(LUNG_DATA)/train/images --masks $(LUNG_DATA)/train/masks \
 	  --val-images $(LUNG_DATA)/val/images --val-masks $(LUNG_DATA)/val/masks \
-	  --epochs 30 --batch-size 8 --tile 256 --window -600,1500 --depth 4 --base-width 8 --lr 0.003 --streaks 0.3 --min-area 32 \
+	  --epochs 30 --batch-size 8 --tile 256 --window -600,1500 --depth 4 --base-width 8 --lr 0.003 --streaks 0.3 --min-area 400 --complete=-400,-500 \
 	  --spacing 0.732 \
 	  --seed 0 \
 	  -o $(LUNG_MODEL) --overwrite

@@ -1,7 +1,8 @@
 """Robustness report: every committed model on every data family, split by condition, mean and worst.
 
 Lungs: the U-Net through geoseg's predict path (its defaults: tiles, blending, minimum area, pixel
-spacing) and the threshold baseline beside it, on held-out slices of phantom family A (the one the
+spacing, region completion), the same without region completion ("alone") and the threshold
+baseline beside it, on held-out slices of phantom family A (the one the
 model is trained on, unseen seeds) and family B (built another way, never trained on). Per family:
 mean / median / worst Dice, false positives on lung-free slices, and the same split by each recorded
 condition (streak strength, lung density, arms, metal, kernel, ghosting, slice kind).
@@ -68,23 +69,29 @@ def lungs(args) -> dict:
                 out = Path(tmp) / f"{s['id']}.npy"
                 predict_semantic(str(path), model, PredictOptions(), mask_path=out)
                 pred = np.load(out) == 1
+                alone = Path(tmp) / f"{s['id']}-alone.npy"  # without the checkpoint's region completion
+                predict_semantic(str(path), model, PredictOptions(complete=False), mask_path=alone)
+                raw = np.load(alone) == 1
                 base = threshold_lungs(np.load(path))
                 rows.append({"id": s["id"], "kind": s["kind"], "empty": not truth.any(),
                              **{k: str(v) for k, v in s.get("conditions", {}).items()},
                              "unet": dice_score(pred, truth), "baseline": dice_score(base, truth),
+                             "alone": dice_score(raw, truth),
                              "unet_fp_px": int(pred.sum()) if not truth.any() else 0,
+                             "alone_fp_px": int(raw.sum()) if not truth.any() else 0,
                              "baseline_fp_px": int(base.sum()) if not truth.any() else 0})  # fmt: skip
         seconds = time.perf_counter() - t0
         empty = [r for r in rows if r["empty"]]
         print(f"\nlungs family {family.upper()} ({folder}): {len(rows)} slices, {len(empty)} lung-free, "
               f"{seconds:.0f} s")  # fmt: skip
-        for name in ("unet", "baseline"):
+        for name in ("unet", "alone", "baseline"):
             fp = [r[f"{name}_fp_px"] for r in empty if r[f"{name}_fp_px"] > 0]
             print(f"  {name:8s} Dice {stats([r[name] for r in rows])}   under 0.90: "
                   f"{sum(r[name] < 0.9 for r in rows)}   false positives on {len(fp)}/{len(empty)} lung-free"
                   + (f" ({min(fp)}-{max(fp)} px)" if fp else ""))  # fmt: skip
         keys = sorted(
-            {k for r in rows for k in r} - {"id", "unet", "baseline", "unet_fp_px", "baseline_fp_px"}
+            {k for r in rows for k in r}
+            - {"id", "unet", "alone", "baseline", "unet_fp_px", "alone_fp_px", "baseline_fp_px"}
         )
         for key in keys:
             groups = defaultdict(list)

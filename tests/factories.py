@@ -92,3 +92,23 @@ def semantic_failing_after(calls: int = 1) -> object:
             return super().predict(tiles)
 
     return Failing(threshold=100)
+
+
+def dark_band_semantic(lo: float = -900, hi: float = -800, below: float = -400, body: float = -500) -> object:
+    """A semantic model that finds only the pixels between ``lo`` and ``hi`` (a lung's darker part),
+    with a checkpoint-like region completion to the regions under ``below`` inside the body."""
+    import numpy as np
+
+    class DarkBand:
+        task = "semantic"
+        in_channels = 1
+        classes = ["background", "lung"]
+        name = "dark_band"
+        metadata = {"complete": {"lung": {"below": below, "body_above": body, "overlap": 0.3}}}
+
+        def predict(self, tiles):
+            x = np.nan_to_num(tiles[:, 0], nan=0.0)
+            fg = ((x > lo) & (x < hi)).astype(np.float32)
+            return np.stack([1.0 - fg, fg], axis=1)
+
+    return DarkBand()

@@ -24,3 +24,5 @@ def test_robustness_report_runs_on_both_lung_families(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())["lungs"]
     assert len(report["a"]) == 6 and len(report["b"]) == 6
     assert all(0.0 <= r["unet"] <= 1.0 and 0.0 <= r["baseline"] <= 1.0 for r in report["b"])
+    assert text.count("alone    Dice") == 2  # the model without its region completion, beside it
+    assert all(0.0 <= r["alone"] <= 1.0 for r in report["a"] + report["b"])

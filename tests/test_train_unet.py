@@ -124,6 +124,9 @@ def test_no_window_and_held_out_share(data, tmp_path):
         "0.34",
         "--min-area",
         "12",
+        "--complete=-400,-500",
+        "--class-intensity",
+        "0.5",
         "-o",
         str(out),
     ]
@@ -133,6 +136,17 @@ def test_no_window_and_held_out_share(data, tmp_path):
     assert "window" not in meta["normalization"] and meta["normalization"]["mean"][0] < -100  # raw HU
     assert (meta["training"]["train_slices"], meta["training"]["val_slices"]) == (4, 2)
     assert meta["min_area"] == 12.0  # the default of predictions with this checkpoint
+    assert meta["complete"] == {"lung": {"below": -400.0, "body_above": -500.0, "overlap": 0.3}}
+    assert meta["training"]["class_intensity"] == 0.5 and meta["training"]["class_shift"] == [-200.0, 50.0]
+
+
+def test_recorded_command_leaves_out_global_options(monkeypatch):
+    from geoseg.cli.train import _arguments
+
+    monkeypatch.setattr("sys.argv", ["geoseg", "-q", "train", "unet", "--images", "a b", "--epochs", "3"])
+    assert _arguments("unet") == ["--images", "a b", "--epochs", "3"]
+    monkeypatch.setattr("sys.argv", ["geoseg", "train", "maskrcnn", "--train", "s.tif", "t.geojson"])
+    assert _arguments("maskrcnn") == ["--train", "s.tif", "t.geojson"]
 
 
 def test_bad_inputs_are_one_line_errors(data, tmp_path):
@@ -249,3 +263,32 @@ def test_fine_tuning_starts_from_a_checkpoint_and_keeps_its_layout_and_window(da
     tanker = Path(__file__).parents[1] / "geoseg" / "weights" / "tankers-light.safetensors"
     r = CliRunner().invoke(cli, [*args, "--init", str(tanker), "--overwrite"])
     assert r.exit_code == 1 and "is a maskrcnn model, not unet" in r.output
+
+
+def test_class_intensity_changes_the_class_not_the_rest_and_never_below_air():
+    import torch
+
+    from geoseg.training.unet import _class_intensity
+
+    image = torch.full((1, 64, 64), 0.5)
+    image[0, :, :8] = -2.0  # air: the darkest value
+    image[0, 16:48, 16:48] = -1.0  # the class ...
+    image[0, 30:32, 30:32] = 1.0  # ... with a vessel its mask leaves out (a small hole)
+    label = torch.zeros(64, 64, dtype=torch.long)
+    label[16:48, 16:48] = 1
+    label[30:32, 30:32] = 0
+    floor = image.amin(dim=(1, 2))
+    moved = 0
+    for seed in range(8):
+        x = _class_intensity(image.clone(), label, np.random.default_rng(seed), (-3.0, 0.5), floor)
+        again = _class_intensity(image.clone(), label, np.random.default_rng(seed), (-3.0, 0.5), floor)
+        assert torch.equal(x, again)  # seeded
+        assert torch.equal(x[0, :, :8], image[0, :, :8]) and torch.equal(x[0, 56:], image[0, 56:])  # kept
+        assert float(x.min()) >= -2.0  # never darker than the image's air
+        moved += abs(float(x[0, 24, 24]) - (-1.0)) > 0.05
+    assert moved >= 6  # the class's density changed in (nearly) every draw
+    still = (0.0, 0.0)
+    flat = [_class_intensity(image.clone(), label, np.random.default_rng(k), still, floor) for k in range(8)]
+    assert min(float(x[0, 30, 30]) for x in flat) < 0.5  # some draws flatten the vessel towards the class
+    x, y = _crop(image, label, 32, np.random.default_rng(0), True, intensity=1.0, shift=(-0.5, 0.5))
+    assert x.shape == (1, 32, 32) and set(y.unique().tolist()) <= {0, 1}

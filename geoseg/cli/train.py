@@ -107,7 +107,7 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
         pretrained=pretrained, max_gsd=max_gsd, rotated_view=rotated_view, solid=not keep_holes,
         strong_augment=strong_augment, init=init,
     )  # fmt: skip
-    command = "geoseg train maskrcnn " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
+    command = "geoseg train maskrcnn " + shlex.join(_arguments("maskrcnn"))
     quiet = ctx.obj.get("quiet", False)
     bar = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=quiet)  # fmt: skip
@@ -129,6 +129,16 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
     click.echo(f"kept {output}: validation F1 {best['f1']:.3f} at iteration {best['iteration']}", err=True)
 
 
+def _arguments(recipe: str) -> list[str]:
+    """The command line's arguments after ``train RECIPE`` (global options such as ``-q`` before
+    them are not part of the recipe)."""
+    argv = sys.argv[1:]
+    for i in range(len(argv) - 1):
+        if argv[i] == "train" and argv[i + 1] == recipe:
+            return argv[i + 2 :]
+    return argv[2:] if len(argv) > 2 else []
+
+
 def _parse_window(ctx, param, value):
     if value is None or value.lower() == "none":
         return None
@@ -139,6 +149,16 @@ def _parse_window(ctx, param, value):
     if width <= 0:
         raise click.BadParameter(f"'{value}': the window width must be positive")
     return center, width
+
+
+def _parse_pair(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        first, second = (float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not {param.metavar} (two numbers, e.g. -400,-500)") from None
+    return first, second
 
 
 @train.command()
@@ -181,12 +201,28 @@ def _parse_window(ctx, param, value):
     help="Share of training crops given synthetic streak artefacts (bright/dark lines, never the class).",
 )
 @click.option(
+    "--class-intensity", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="SHARE",
+    help="Share of training crops whose classes get another density (--class-shift) and, in half of "
+    "them, a flattened texture: for organs that differ between patients (emphysema, few vessels).",
+)  # fmt: skip
+@click.option(
+    "--class-shift", default="-200,50", show_default=True, metavar="LO,HI", callback=_parse_pair,
+    help="The range of those density changes, in raw units through the window (HU); standard "
+    "deviations with --window none.",
+)  # fmt: skip
+@click.option(
     "--min-area",
     type=click.FloatRange(0),
     default=0.0,
     show_default=True,
     help="Recorded in the checkpoint: predictions drop regions under this many pixels by default.",
 )
+@click.option(
+    "--complete", "complete", default=None, metavar="BELOW,BODY", callback=_parse_pair,
+    help="Recorded in the checkpoint: predicted regions are grown to the connected regions under BELOW "
+    "inside the body (above BODY) that they mostly fill (CT lungs: -400,-500); see geoseg predict "
+    "--no-complete.",
+)  # fmt: skip
 @click.option(
     "--spacing", type=click.FloatRange(0, min_open=True), default=None, metavar="MM",
     help="Recorded in the checkpoint: the training slices' pixel spacing; slices whose files record "
@@ -200,8 +236,8 @@ def _parse_window(ctx, param, value):
 @overwrite_opt
 @click.pass_context
 def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, tile, window, depth,
-         base_width, down, up, norm, lr, classes, val_fraction, no_augment, strong_augment, streaks, min_area,
-         spacing, init, seed, overwrite):  # fmt: skip
+         base_width, down, up, norm, lr, classes, val_fraction, no_augment, strong_augment, streaks,
+         class_intensity, class_shift, min_area, complete, spacing, init, seed, overwrite):  # fmt: skip
     """Train a U-Net on image/mask folders; the best checkpoint by validation Dice is kept."""
     # OpenMP threads that spin while waiting slow training several-fold when other processes share
     # the cores; passive waiting costs little on an idle machine (takes effect before torch loads).
@@ -231,9 +267,10 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
         epochs=epochs, batch_size=batch_size, tile=tile, depth=depth, base_width=base_width, down=down, up=up,
         norm=norm, lr=lr, window=window, classes=names, seed=seed, val_fraction=val_fraction,
         augment=not no_augment, strong_augment=strong_augment, streaks=streaks, min_area=min_area,
-        spacing=spacing, init=init,
+        spacing=spacing, init=init, class_intensity=class_intensity, class_shift=class_shift,
+        complete=complete,
     )  # fmt: skip
-    command = "geoseg train unet " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
+    command = "geoseg train unet " + shlex.join(_arguments("unet"))
     quiet = ctx.obj.get("quiet", False)
     bar = Progress(TextColumn("train"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), disable=quiet)  # fmt: skip

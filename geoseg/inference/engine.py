@@ -682,6 +682,7 @@ def predict_blended(
     blend: str | None = None,
     mask: Callable[[int, int, np.ndarray], None] | None = None,
     erase: Callable[[list], None] | None = None,
+    fill: Callable[[list], None] | None = None,
     probabilities: Callable[[int, int, np.ndarray], None] | None = None,
     outlines: bool = True,
     progress=None,
@@ -708,6 +709,11 @@ def predict_blended(
         the end as ``erase([(polygon, class), ...])`` with the regions, in scene pixel space, that
         are smaller and so must be set back to background in the mask. Regions are only whole
         once every block is done, so this is a second, small pass.
+    fill
+        With region completion (the checkpoint's ``complete``, :mod:`geoseg.inference.complete`):
+        called once at the end as ``fill([(polygon, class), ...])`` with the regions, in scene pixel
+        space, whose background pixels become that class. Without it a ``mask`` callback gets the
+        model's own classes.
     probabilities
         Called as ``probabilities(row_off, col_off, probs)`` with the blended float32
         ``(C, h, w)`` probabilities of every finished block.
@@ -724,7 +730,8 @@ def predict_blended(
     ref.open().close()  # a bad scene fails before a model is loaded
     if get_segmenter(model, "cpu").task != "semantic":
         raise ModelError(f"model '{model.name}': blended stitching needs a semantic model, not instance")
-    sinks = {k: v for k, v in (("mask", mask), ("erase", erase), ("probabilities", probabilities)) if v}
+    sinks = {k: v for k, v in (("mask", mask), ("erase", erase), ("fill", fill),
+                                ("probabilities", probabilities)) if v}  # fmt: skip
     if sinks and scheduler is not None:
         raise ModelError("mask and probability callbacks need an in-process run (no scheduler)")
     opts = opts if blend is None else replace(opts, blend=blend)

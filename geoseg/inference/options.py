@@ -186,6 +186,11 @@ class PredictOptions:
         help="Keep holes in objects of the classes the checkpoint says have none (its fill_holes): by "
         "default their holes are filled, so a hull is one solid outline.",
     )  # fmt: skip
+    complete: bool = option(
+        True, key="predict.no_complete", flag="--no-complete", kind=bool, invert=True, family="semantic",
+        help="Leave the classes the checkpoint completes (its complete: lung grown to the air-filled "
+        "region it mostly fills) as the model predicted them.",
+    )  # fmt: skip
     gsd: float | None = option(
         None, key="predict.gsd", flag="--gsd", kind=float, parse=parse_gsd, family="instance",
         default_text="the model's max_gsd, for coarser scenes",

@@ -10,6 +10,8 @@ from typing import Any
 
 from geoseg.errors import ModelError, SceneError
 from geoseg.inference.blend import BLENDS
+from geoseg.inference.complete import MAX_PIXELS as COMPLETE_MAX_PIXELS
+from geoseg.inference.complete import settings as completion_settings
 from geoseg.inference.options import PredictOptions, conflicts
 from geoseg.inference.tiling import Tile, TileGrid
 from geoseg.io.masks import MaskWriter
@@ -213,6 +215,15 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
     with images[0].open(warn=False) as sc:
         check_bands(sc, seg, model)
         grid = make_grid(sc, seg, opts)
+        if (
+            opts.complete
+            and completion_settings(model_metadata(seg), list(seg.classes))
+            and (grid.width * grid.height > COMPLETE_MAX_PIXELS)
+        ):
+            raise SceneError(
+                f"scene '{ref.path}': {grid.width} x {grid.height} is too large for region completion "
+                f"(the model's complete setting reads whole images; use --no-complete)"
+            )
         meta = {"crs": sc.crs, "transform": sc.transform, "name": sc.name, "path": sc.path}
         pixel_space = bool(getattr(sc, "pixel_space", False))
         crs, transform, height, width = sc.crs, sc.transform, sc.height, sc.width

@@ -26,10 +26,13 @@ import numpy as np
 import pandas as pd
 import shapely
 from rasterio.errors import RasterioError
+from rasterio.windows import Window
 
 from geoseg.errors import GeosegError
 from geoseg.faults import fault_point
 from geoseg.inference.blend import Stitcher, class_names, classify
+from geoseg.inference.complete import complete_objects
+from geoseg.inference.complete import settings as completion_settings
 from geoseg.inference.features import to_features
 from geoseg.inference.merge import MergedObject, dissolve_semantic, merge_instances, simplify_objects
 from geoseg.inference.options import PredictOptions
@@ -527,7 +530,7 @@ def stitch_step(state: StitchState, *batches) -> StitchState:
     work = state.work
     classes = class_names(get_segmenter(work.model, work.opts.device))
     sinks = work.sinks or {}
-    regions = work.outlines or (work.mask is not None and _min_area(work) > 0)
+    regions = work.outlines or (work.mask is not None and (_min_area(work) > 0 or bool(_completion(work))))
     try:
         for batch in batches:
             image = batch.image
@@ -586,7 +589,8 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
     try:
         classes = class_names(get_segmenter(work.model, work.opts.device))
         min_area = _min_area(work)
-        frames, removed = [], 0
+        completion = _completion(work)
+        frames, removed, completed = [], 0, 0
         for image in range(len(work.images)):
             pieces = state.pieces.get(image, [])
             objects = dissolve_semantic(pieces) if pieces else []
@@ -598,6 +602,13 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
                 if small and "erase" in (work.sinks or {}):
                     work.sinks["erase"](small)
             removed += len(small)
+            if completion:
+                objects, added = complete_objects(objects, _whole_image(work, image), completion)
+                completed += len(added)
+                if added and work.mask is not None:
+                    work.mask.filler(work.slice_indexes[image])(added)
+                if added and "fill" in (work.sinks or {}):
+                    work.sinks["fill"](added)
             if not work.outlines:
                 objects = []
             meta = {**work.meta, "name": work.image_names[image]} if work.image_names else work.meta
@@ -617,6 +628,7 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
             "model_seconds": state.model_seconds,
             "min_area": min_area,
             "small_regions_removed": removed,
+            **({"regions_completed": completed} if completion else {}),
             "blocks_peak": state.blocks_peak,
         }
         return _deliver(work, features, stats)
@@ -631,6 +643,21 @@ def _channels(work: SceneWork) -> int:
 def _min_area(work: SceneWork) -> float:
 
     return resolve_min_area(work.opts, get_segmenter(work.model, work.opts.device))
+
+
+def _completion(work: SceneWork) -> dict[int, dict]:
+    """The checkpoint's region completion per class index (none with ``opts.complete`` False)."""
+    if not work.opts.complete:
+        return {}
+    seg = get_segmenter(work.model, work.opts.device)
+    return completion_settings(model_metadata(seg), list(seg.classes))
+
+
+def _whole_image(work: SceneWork, image: int) -> np.ndarray:
+    """One image's first band on the prediction grid (for region completion)."""
+    window = Window(0, 0, work.grid.width, work.grid.height)
+    with _reading(work.images[image]) as scene, gdal_env():
+        return np.asarray(scene.read(window)[0], dtype=np.float32)
 
 
 def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:

@@ -158,10 +158,19 @@ class MaskWriter:
     def eraser(self, index: int | None = None):
         """A callable ``erase([(polygon, class), ...])`` that sets those regions (pixel space) of
         one image (``index`` of a volume) back to background, where they still hold that class."""
+        return self._painter(index, fill=False)
+
+    def filler(self, index: int | None = None):
+        """A callable ``fill([(polygon, class), ...])`` that sets the background pixels of those
+        regions (pixel space) of one image to that class (region completion,
+        :mod:`geoseg.inference.complete`)."""
+        return self._painter(index, fill=True)
+
+    def _painter(self, index: int | None, *, fill: bool):
         write = self.writer(index)
         read = self._reader(index)
 
-        def erase(regions) -> None:
+        def paint(regions) -> None:
             for polygon, label in regions:
                 left, top, right, bottom = polygon.bounds
                 x0, y0 = math.floor(left), math.floor(top)
@@ -171,15 +180,18 @@ class MaskWriter:
                 block = read(y0, x0, h, w)
                 inside = features.rasterize([(polygon, 1)], out_shape=(h, w),
                                             transform=Affine.translation(x0, y0), dtype="uint8")  # fmt: skip
-                block[(inside == 1) & (block == label)] = 0
+                if fill:
+                    block[(inside == 1) & (block == 0)] = label
+                else:
+                    block[(inside == 1) & (block == label)] = 0
                 write(y0, x0, block)
 
-        return erase
+        return paint
 
     def sinks(self, index: int | None = None) -> dict:
-        """``mask`` and ``erase`` callables of one image, as :func:`geoseg.inference.engine.predict_blended`
-        takes them."""
-        return {"mask": self.writer(index), "erase": self.eraser(index)}
+        """``mask``, ``erase`` and ``fill`` callables of one image, as
+        :func:`geoseg.inference.engine.predict_blended` takes them."""
+        return {"mask": self.writer(index), "erase": self.eraser(index), "fill": self.filler(index)}
 
     def _reader(self, index: int | None):
         if self._array is None:

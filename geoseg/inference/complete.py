@@ -1,0 +1,112 @@
+"""Region completion: a semantic class's predicted regions grown to the intensity regions they lie in.
+
+A network trained on one kind of image can find an organ's identity (which dark region inside a CT
+body is lung, which is bowel gas or trachea) more reliably than its extent: on a scanner or anatomy
+it has not seen, it may keep a lung's posterior part and miss a smooth, vessel-free anterior part
+of the same air-filled region. A checkpoint may therefore say, per class, that the class fills the
+connected regions of low values inside the body it marks::
+
+    "complete": {"lung": {"below": -400, "body_above": -500, "overlap": 0.3}}
+
+After the minimum area has dropped small regions, every 4-connected region of the image whose
+values are under ``below``, inside the body (the largest region
+above ``body_above``, holes filled) and not touching the image border, is added to the class where
+at least ``overlap`` of it is already predicted as that class. Regions the model did not mark at all
+(bowel gas, the trachea, air outside the body) stay out, and nothing the model found is taken away:
+completion only adds background pixels. It needs the whole image in memory, which slices are;
+``geoseg predict --no-complete`` turns it off.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio import features
+from scipy import ndimage
+
+from geoseg.inference.merge import MergedObject
+from geoseg.inference.vectorize import mask_to_geometry
+
+MAX_PIXELS = 8192 * 8192  # completion reads the whole image: slices and small rasters only
+
+
+def settings(metadata: dict, classes: list[str]) -> dict[int, dict]:
+    """Class index -> its completion settings (``below``, ``body_above``, ``overlap``) from a
+    checkpoint's ``complete`` entry; classes the checkpoint does not have are ignored."""
+    out = {}
+    for name, s in (metadata.get("complete") or {}).items():
+        if name in classes:
+            out[classes.index(name)] = {
+                "below": float(s["below"]),
+                "body_above": float(s.get("body_above", s["below"])),
+                "overlap": float(s.get("overlap", 0.3)),
+            }
+    return out
+
+
+def intensity_regions(values: np.ndarray, below: float, body_above: float) -> tuple[np.ndarray, int]:
+    """4-connected regions (labels 1..n) of ``values`` (2-D) under ``below`` inside the body (the
+    largest region above ``body_above``, holes filled), without
+    the regions that touch the image border. NaN (no data) is neither."""
+    data = np.asarray(values, dtype=np.float32)
+    valid = ~np.isnan(data)
+    tissue, n = ndimage.label((data > body_above) & valid)
+    if n == 0:
+        return np.zeros(data.shape, np.int32), 0
+    body = ndimage.binary_fill_holes(tissue == 1 + int(np.argmax(np.bincount(tissue.ravel())[1:])))
+    regions, n = ndimage.label((data < below) & body & valid)
+    border = np.unique(np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]]))
+    if border.size and border.max() > 0:
+        drop = np.zeros(n + 1, bool)
+        drop[border] = True
+        drop[0] = True
+        regions = np.where(drop[regions], 0, regions)
+    return regions.astype(np.int32), n
+
+
+def rasterize(objects: list[MergedObject], shape: tuple[int, int]) -> np.ndarray:
+    """The class indexes (uint8, 0 = background) the objects' pixel-space polygons cover."""
+    shapes = [(o.geometry, int(o.label)) for o in objects if not o.geometry.is_empty]
+    if not shapes:
+        return np.zeros(shape, np.uint8)
+    return features.rasterize(shapes, out_shape=shape, transform=Affine.identity(), dtype="uint8")
+
+
+def complete_objects(
+    objects: list[MergedObject], values: np.ndarray, by_class: dict[int, dict]
+) -> tuple[list[MergedObject], list[tuple[shapely.Geometry, int]]]:
+    """``objects`` (semantic, pixel space of the 2-D ``values``) with each completed class grown
+    into the intensity regions it mostly fills, and the added regions as ``[(polygon, class)]``
+    (for the mask). Objects of other classes are unchanged."""
+    labels = rasterize(objects, values.shape)
+    out = list(objects)
+    added_regions: list[tuple[shapely.Geometry, int]] = []
+    for label, s in by_class.items():
+        mine = labels == label
+        if not mine.any():
+            continue
+        regions, n = intensity_regions(values, s["below"], s["body_above"])
+        if n == 0:
+            continue
+        size = np.bincount(regions.ravel(), minlength=n + 1)
+        inside = np.bincount(regions.ravel(), weights=mine.ravel(), minlength=n + 1)
+        chosen = inside / np.maximum(size, 1) >= s["overlap"]
+        chosen[0] = False
+        added = chosen[regions] & (labels == 0)
+        if not added.any():
+            continue
+        geom = mask_to_geometry(mine | added)
+        if geom is None:
+            continue
+        old = [o for o in out if o.label == label]
+        out = [o for o in out if o.label != label]
+        for part in shapely.get_parts(geom):  # each keeps the score of the regions it grew from
+            within = [(o, part.intersection(o.geometry).area) for o in old if part.intersects(o.geometry)]
+            weight = sum(a for _, a in within)
+            score = sum(o.score * a for o, a in within) / weight if weight else 0.0
+            out.append(MergedObject(part, float(score), label, sum(o.parts for o, _ in within) or 1))
+        extra = mask_to_geometry(added)
+        if extra is not None:
+            added_regions.extend((p, label) for p in shapely.get_parts(extra))
+    return out, added_regions

@@ -30,7 +30,8 @@ def test_model_card_from_metadata():
     assert "geoseg train maskrcnn" in text  # the command that made it
     code, out = _run("lungs-unet", "--json")
     card = json.loads(out)
-    assert card["architecture"] == "unet" and card["min_area"] == 32.0
+    assert card["architecture"] == "unet" and card["min_area"] == 400.0
+    assert card["complete"] == {"lung": {"below": -400.0, "body_above": -500.0, "overlap": 0.3}}
     assert card["normalization"]["window"] == {"center": -600.0, "width": 1500.0}
     assert card["metrics"]["mean_dice"] > 0.9 and len(card["model_hash"]) == 16
 

@@ -9,9 +9,9 @@ connected regions of low values inside the body it marks::
     "complete": {"lung": {"below": -400, "body_above": -500, "overlap": 0.3}}
 
 After the minimum area has dropped small regions, every 4-connected region of the image whose
-values are under ``below``, inside the body (the largest region
-above ``body_above``, holes filled) and not touching the image border, is added to the class where
-at least ``overlap`` of it is already predicted as that class. Regions the model did not mark at all
+values are under ``below``, inside the body (the largest region above ``body_above``, holes
+filled) and not touching the image border, is added to the class where at least ``overlap`` of it
+is already predicted as that class. Regions the model did not mark at all
 (bowel gas, the trachea, air outside the body) stay out, and nothing the model found is taken away:
 completion only adds background pixels. It needs the whole image in memory, which slices are;
 ``geoseg predict --no-complete`` turns it off.
@@ -47,8 +47,8 @@ def settings(metadata: dict, classes: list[str]) -> dict[int, dict]:
 
 def intensity_regions(values: np.ndarray, below: float, body_above: float) -> tuple[np.ndarray, int]:
     """4-connected regions (labels 1..n) of ``values`` (2-D) under ``below`` inside the body (the
-    largest region above ``body_above``, holes filled), without
-    the regions that touch the image border. NaN (no data) is neither."""
+    largest region above ``body_above``, holes filled), without the regions that touch the image
+    border. NaN (no data) is neither."""
     data = np.asarray(values, dtype=np.float32)
     valid = ~np.isnan(data)
     tissue, n = ndimage.label((data > body_above) & valid)

@@ -147,8 +147,8 @@ def _class_intensity(
     """The crop's foreground (every class) given another density and texture, the way organs differ
     between patients (lungs from emphysema to poorly aerated, with few or many vessels): in half
     the crops its texture is pulled towards its median (by 50-100 %, with the holes under 150
-    pixels its mask leaves, such as vessels), then it is
-    shifted by a draw from ``shift`` (normalised units). Edges are soft (a 1-pixel Gaussian, like
+    pixels its mask leaves, such as vessels), then it is shifted by a draw from ``shift``
+    (normalised units). Edges are soft (a 1-pixel Gaussian, like
     partial volume), and nothing gets darker than ``floor`` (per band: the image's darkest value,
     air in CT)."""
     from scipy import ndimage

@@ -127,6 +127,7 @@ def test_no_window_and_held_out_share(data, tmp_path):
         "--complete=-400,-500",
         "--class-intensity",
         "0.5",
+        "--class-floor=-950",
         "-o",
         str(out),
     ]
@@ -138,6 +139,7 @@ def test_no_window_and_held_out_share(data, tmp_path):
     assert meta["min_area"] == 12.0  # the default of predictions with this checkpoint
     assert meta["complete"] == {"lung": {"below": -400.0, "body_above": -500.0, "overlap": 0.3}}
     assert meta["training"]["class_intensity"] == 0.5 and meta["training"]["class_shift"] == [-200.0, 50.0]
+    assert meta["training"]["class_floor"] == -950.0
 
 
 def test_recorded_command_leaves_out_global_options(monkeypatch):
@@ -292,3 +294,33 @@ def test_class_intensity_changes_the_class_not_the_rest_and_never_below_air():
     assert min(float(x[0, 30, 30]) for x in flat) < 0.5  # some draws flatten the vessel towards the class
     x, y = _crop(image, label, 32, np.random.default_rng(0), True, intensity=1.0, shift=(-0.5, 0.5))
     assert x.shape == (1, 32, 32) and set(y.unique().tolist()) <= {0, 1}
+
+
+def test_class_floor_keeps_the_class_median_above_it_and_its_texture():
+    import torch
+
+    from geoseg.training.unet import _class_intensity
+
+    rng = np.random.default_rng(5)
+    image = torch.full((1, 64, 64), 0.5)
+    image[0, :, :8] = -2.0  # air
+    texture = torch.from_numpy(rng.normal(0, 0.1, (32, 32)).astype(np.float32))
+    image[0, 16:48, 16:48] = -1.0 + texture  # the class, with a texture
+    label = torch.zeros(64, 64, dtype=torch.long)
+    label[16:48, 16:48] = 1
+    floor = image.amin(dim=(1, 2))
+    inner = (slice(None), slice(20, 44), slice(20, 44))  # away from the soft edge
+    for seed in range(12):
+        free = _class_intensity(image.clone(), label, np.random.default_rng(seed), (-3.0, -3.0), floor)
+        held = _class_intensity(image.clone(), label, np.random.default_rng(seed), (-3.0, -3.0), floor,
+                                torch.tensor([-1.6]))  # fmt: skip
+        assert float(free[inner].max()) == -2.0  # unbounded: clipped at air, a uniform region
+        still = _class_intensity(image.clone(), label, np.random.default_rng(seed), (0.0, 0.0), floor)
+        assert -1.62 < float(held[inner].median()) < -1.58  # bounded: the median stops at the floor ...
+        step = held[inner] - still[inner]  # ... by one shift of the whole class: its texture is kept
+        assert float(step.max() - step.min()) < 1e-5 and abs(float(step.mean()) + 0.6) < 0.02
+        assert float(held[inner].min()) > -2.0  # nothing reaches air
+    up = _class_intensity(
+        image.clone(), label, np.random.default_rng(0), (0.4, 0.4), floor, torch.tensor([-1.6])
+    )
+    assert float(up[inner].median()) > -0.7  # shifts up are not bounded

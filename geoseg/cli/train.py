@@ -211,6 +211,11 @@ def _parse_pair(ctx, param, value):
     "deviations with --window none.",
 )  # fmt: skip
 @click.option(
+    "--class-floor", type=float, default=None, metavar="VALUE",
+    help="Those changes never move the class's median below VALUE (raw units, HU): a lung made as "
+    "dark as emphysema keeps its texture above air instead of becoming an air-filled region.",
+)  # fmt: skip
+@click.option(
     "--min-area",
     type=click.FloatRange(0),
     default=0.0,
@@ -237,7 +242,8 @@ def _parse_pair(ctx, param, value):
 @click.pass_context
 def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, tile, window, depth,
          base_width, down, up, norm, lr, classes, val_fraction, no_augment, strong_augment, streaks,
-         class_intensity, class_shift, min_area, complete, spacing, init, seed, overwrite):  # fmt: skip
+         class_intensity, class_shift, class_floor, min_area, complete, spacing, init, seed,
+         overwrite):  # fmt: skip
     """Train a U-Net on image/mask folders; the best checkpoint by validation Dice is kept."""
     # OpenMP threads that spin while waiting slow training several-fold when other processes share
     # the cores; passive waiting costs little on an idle machine (takes effect before torch loads).
@@ -268,7 +274,7 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
         norm=norm, lr=lr, window=window, classes=names, seed=seed, val_fraction=val_fraction,
         augment=not no_augment, strong_augment=strong_augment, streaks=streaks, min_area=min_area,
         spacing=spacing, init=init, class_intensity=class_intensity, class_shift=class_shift,
-        complete=complete,
+        class_floor=class_floor, complete=complete,
     )  # fmt: skip
     command = "geoseg train unet " + shlex.join(_arguments("unet"))
     quiet = ctx.obj.get("quiet", False)

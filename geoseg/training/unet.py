@@ -48,6 +48,7 @@ class UNetTrainOptions:
     streaks: float = 0.0  # share of training crops given synthetic streak artefacts
     class_intensity: float = 0.0  # share of crops whose classes get another density and texture
     class_shift: tuple[float, float] = (-200.0, 50.0)  # its density range: raw units through the window
+    class_floor: float | None = None  # the class's median never shifted below this (raw units)
     complete: tuple[float, float] | None = None  # recorded: (below, body_above) completion of each class
     min_area: float = 0.0  # recorded: predictions drop regions under this many pixels by default
     spacing: float | None = None  # recorded as spacing_mm: slices at another spacing are resampled to it
@@ -142,7 +143,7 @@ def _strong_intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor
 
 def _class_intensity(
     x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, shift: tuple[float, float],
-    floor: torch.Tensor,
+    floor: torch.Tensor, median_floor: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """The crop's foreground (every class) given another density and texture, the way organs differ
     between patients (lungs from emphysema to poorly aerated, with few or many vessels): in half
@@ -150,7 +151,9 @@ def _class_intensity(
     pixels its mask leaves, such as vessels), then it is shifted by a draw from ``shift``
     (normalised units). Edges are soft (a 1-pixel Gaussian, like
     partial volume), and nothing gets darker than ``floor`` (per band: the image's darkest value,
-    air in CT)."""
+    air in CT). ``median_floor`` (per band) bounds the shift instead: the class's median does not
+    go below it, so a lung made as dark as emphysema keeps its noise and texture above air, where
+    clipping at ``floor`` would turn it into a uniform air-filled region (bowel gas, trachea)."""
     from scipy import ndimage
 
     fg = (y > 0).numpy()
@@ -163,10 +166,14 @@ def _class_intensity(
         fg = fg | small[holes]
     fg = torch.from_numpy(fg)
     weight = _blur(fg[None].float(), 1.0)
+    level = torch.stack([band[fg].median() for band in x])[:, None, None]
     if rng.random() < 0.5:
-        level = torch.stack([band[fg].median() for band in x])[:, None, None]
         x = x + weight * rng.uniform(0.5, 1.0) * (level - x)
-    x = x + weight * float(rng.uniform(*shift))
+    delta = torch.full_like(level, float(rng.uniform(*shift)))
+    if median_floor is not None:
+        room = (median_floor[:, None, None] - level).clamp(max=0.0)  # how far down the median may go
+        delta = torch.maximum(delta, room)
+    x = x + weight * delta
     return torch.maximum(x, floor[:, None, None])
 
 
@@ -181,12 +188,13 @@ def _crop(
     intensity: float = 0.0,
     shift: tuple[float, float] = (0.0, 0.0),
     floor: torch.Tensor | None = None,
+    median_floor: torch.Tensor | None = None,
 ):
     """One ``tile x tile`` training crop, rotated/scaled/flipped when ``augment``; with probability
     ``streaks`` it also gets synthetic streak artefacts (which are never the class). ``strong``
     widens rotation (+-20 degrees) and scale (0.75-1.3) and adds :func:`_strong_intensity`. With
     probability ``intensity`` its classes get another density and texture
-    (:func:`_class_intensity`, ``shift`` and ``floor``)."""
+    (:func:`_class_intensity`, ``shift``, ``floor`` and ``median_floor``)."""
     _, h, w = image.shape
     half = tile / 2
     cx = rng.uniform(min(half, w / 2), max(w - half, w / 2))
@@ -214,7 +222,9 @@ def _crop(
     y = y[0, 0].long()
     if augment:
         if intensity > 0 and rng.random() < intensity:
-            x = _class_intensity(x, y, rng, shift, image.amin(dim=(1, 2)) if floor is None else floor)
+            x = _class_intensity(
+                x, y, rng, shift, image.amin(dim=(1, 2)) if floor is None else floor, median_floor
+            )
         if strong:
             x = _strong_intensity(x, rng)
         else:
@@ -358,7 +368,11 @@ def train_unet(
             **({"init": start["record"]} if start else {}),
             streaks=opts.streaks,
             **(
-                {"class_intensity": opts.class_intensity, "class_shift": list(opts.class_shift)}
+                {
+                    "class_intensity": opts.class_intensity,
+                    "class_shift": list(opts.class_shift),
+                    **({"class_floor": opts.class_floor} if opts.class_floor is not None else {}),
+                }
                 if opts.class_intensity
                 else {}
             ),  # fmt: skip
@@ -373,6 +387,10 @@ def train_unet(
     scale = 1.0 / window[1] / float(np.mean(std)) if window else 1.0
     shift = (opts.class_shift[0] * scale, opts.class_shift[1] * scale)
     floors = [x.amin(dim=(1, 2)) for x in train_x]
+    median_floor = None
+    if opts.class_floor is not None:  # raw units through the same window and normalisation as the images
+        raw = np.full((in_channels, 1, 1), opts.class_floor, np.float32)
+        median_floor = torch.from_numpy(_prepare([(None, raw, None)], window, mean, std)[0][0][:, 0, 0])
     fit = Fit(model, optim, sched, output=output, meta=meta, smoothing=0.1,
               score=lambda m: (m["mean_dice"], m["worst_dice"]))  # fmt: skip
     step = 0
@@ -395,6 +413,7 @@ def train_unet(
                     opts.class_intensity,
                     shift,
                     floors[i],
+                    median_floor,
                 )  # fmt: skip
                 for i in idx
             ]

@@ -74,7 +74,7 @@ tanker-model: tanker-data
 	  $$(for i in $$(seq 10); do echo --train $(TANKER_DATA)/train$$i.tif $(TANKER_DATA)/train$$i.truth.geojson; done) \
 	  --val $(TANKER_DATA)/val.tif $(TANKER_DATA)/val.truth.geojson \
 	  --config light --iterations 2400 --batch-size 4 --chip-size 256 --lr 0.02 --focus 0.5 --hard-negatives 0.15 \
-	  --val-every 400 --max-gsd 1.5 --seed 0 -o $(TANKER_MODEL) --overwrite
+	  --val-every 400 --max-gsd 1.5 --match-radiometry --seed 0 -o $(TANKER_MODEL) --overwrite
 
 # The committed lung U-Net, made again from scratch (under 15 minutes on an idle 2-core CPU):
 # 400 training slices from 40 synthetic patients, 40 validation slices from 4 others, then

@@ -62,7 +62,9 @@ def train(d, out, seed=0, *extra):
 @pytest.mark.slow
 def test_same_seed_same_run(data, tmp_path):
     meta1, w1 = train(data, tmp_path / "1.safetensors")
-    meta2, w2 = train(data, tmp_path / "2.safetensors", 0, "--max-gsd", "1.2", "--rotated-view")
+    meta2, w2 = train(
+        data, tmp_path / "2.safetensors", 0, "--max-gsd", "1.2", "--rotated-view", "--match-radiometry"
+    )
     timeless = [{k: v for k, v in m["metrics"].items() if k != "minutes"} for m in (meta1, meta2)]
     assert timeless[0] == timeless[1]  # (wall time is not part of reproducibility)
     assert all(np.array_equal(w1[k].numpy(), w2[k].numpy()) for k in w1)
@@ -75,8 +77,9 @@ def test_same_seed_same_run(data, tmp_path):
     assert meta1["training"]["seed"] == 0 and meta1["training"]["data_fingerprint"]
     assert meta1["training"]["hard_negatives"] == 0.5
     # inference settings recorded for geoseg predict; they do not change training
-    assert "max_gsd" not in meta1 and "rotated_view" not in meta1
+    assert "max_gsd" not in meta1 and "rotated_view" not in meta1 and "radiometry" not in meta1
     assert meta2["max_gsd"] == 1.2 and meta2["rotated_view"] is True
+    assert meta2["radiometry"]["statistic"] == "median" and len(meta2["radiometry"]["reference"]) == 3
     from geoseg.models.checkpoint import load_checkpoint
 
     assert load_checkpoint(tmp_path / "2.safetensors").rotated_view is True

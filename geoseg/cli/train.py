@@ -70,6 +70,11 @@ def train():
     help="Record that geoseg predict also runs tiles turned by 45 degrees (its --rotated-view default).",
 )  # fmt: skip
 @click.option(
+    "--match-radiometry", is_flag=True,
+    help="Record each band's median over the training scenes: geoseg predict shifts a scene's bands to "
+    "meet it (another sea colour, haze) unless told --no-match-radiometry.",
+)  # fmt: skip
+@click.option(
     "--keep-holes", is_flag=True,
     help="Record that the classes may have holes (by default they are solid: fill_holes lists them).",
 )  # fmt: skip
@@ -85,8 +90,8 @@ def train():
 @overwrite_opt
 @click.pass_context
 def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations, batch_size, chip_size, lr,
-             val_every, focus, hard_negatives, val_chips, max_gsd, rotated_view, keep_holes, strong_augment,
-             init, seed, overwrite):  # fmt: skip
+             val_every, focus, hard_negatives, val_chips, max_gsd, rotated_view, match_radiometry, keep_holes,
+             strong_augment, init, seed, overwrite):  # fmt: skip
     """Train Mask R-CNN on scenes with polygon labels; the best checkpoint by validation F1 is kept.
 
     The checkpoint records ship measures (metadata ``measures: ["ship"]``): geoseg predict gives its
@@ -105,7 +110,7 @@ def maskrcnn(ctx, train_pairs, val_pairs, output, config, pretrained, iterations
         config=config, iterations=iterations, batch_size=batch_size, chip_size=chip_size, lr=lr,
         val_every=val_every, focus=focus, hard_negatives=hard_negatives, val_chips=val_chips, seed=seed,
         pretrained=pretrained, max_gsd=max_gsd, rotated_view=rotated_view, solid=not keep_holes,
-        strong_augment=strong_augment, init=init,
+        strong_augment=strong_augment, init=init, match_radiometry=match_radiometry,
     )  # fmt: skip
     command = "geoseg train maskrcnn " + shlex.join(_arguments("maskrcnn"))
     quiet = ctx.obj.get("quiet", False)

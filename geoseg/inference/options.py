@@ -186,6 +186,13 @@ class PredictOptions:
         help="Keep holes in objects of the classes the checkpoint says have none (its fill_holes): by "
         "default their holes are filled, so a hull is one solid outline.",
     )  # fmt: skip
+    match_radiometry: bool = option(
+        True, key="predict.no_match_radiometry", flag="--no-match-radiometry", kind=bool, invert=True,
+        family="instance",
+        help="Read the scene as it is where the checkpoint records its training scenes' radiometry (its "
+        "radiometry: each band's median): by default each band is shifted so that the scene's median "
+        "(over a sample of 64 windows) meets the training scenes', as for another sea colour or haze.",
+    )  # fmt: skip
     complete: bool = option(
         True, key="predict.no_complete", flag="--no-complete", kind=bool, invert=True, family="semantic",
         help="Leave the classes the checkpoint completes (its complete: lung grown to the air-filled "

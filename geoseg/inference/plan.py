@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from geoseg.errors import ModelError, SceneError
 from geoseg.inference.blend import BLENDS
 from geoseg.inference.complete import MAX_PIXELS as COMPLETE_MAX_PIXELS
@@ -158,11 +160,16 @@ def _prepare_instance(ref, model, seg, opts, outputs, cache, first=None) -> Scen
         gsd = {"native_gsd_m": sc.native_gsd, "gsd_m": sc.gsd if sc.gsd is not None else sc.native_gsd}
         pixel_space = bool(getattr(sc, "pixel_space", False))
         ref = sc.ref
+        offset = radiometric_offset(sc, seg, opts) if ref.offset is None else None
+        if offset is not None:
+            ref = replace(ref, offset=offset)
     header = {
         "scene": meta["path"], "width": grid.width, "height": grid.height, "tile_size": grid.size,
         "overlap": grid.overlap, **{k: round(v, 4) if v is not None else None for k, v in gsd.items()},
         "tiles": len(grid.tiles()), "pixel_space": pixel_space,
     }  # fmt: skip
+    if offset is not None:
+        header["radiometric_offset"] = [round(v, 2) for v in offset]
     return SceneWork("instance", model, opts, grid, [ref], meta, header, outputs, pixel_space, cache,
                      slice_indexes=[None])  # fmt: skip
 
@@ -257,6 +264,23 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
         header.update(slices=len(images), volume=True)
     return SceneWork("semantic", model, opts, grid, images, meta, header, outputs, pixel_space, None, blend,
                      writer, indexes, sinks, outlines, names)  # fmt: skip
+
+
+def radiometric_offset(scene: Scene, seg: Segmenter, opts: PredictOptions) -> tuple[float, ...] | None:
+    """What each band of ``scene`` gets added so that its median meets the checkpoint's
+    ``radiometry`` (``{"statistic": "median", "reference": [per band]}``: the training scenes' median
+    of :meth:`~geoseg.io.scene.Scene.band_medians`); None where the checkpoint records none, for
+    ``opts.match_radiometry`` False, or where a band has no data in the sample."""
+    record = model_metadata(seg).get("radiometry")
+    if not (opts.match_radiometry and record and isinstance(scene, Scene)):
+        return None
+    reference = np.asarray(record["reference"], float)
+    if record.get("statistic", "median") != "median" or len(reference) != scene.count:
+        raise ModelError(
+            f"checkpoint radiometry: needs the median of each of its {scene.count} band(s), got {record}"
+        )
+    shift = reference - scene.band_medians()
+    return tuple(float(v) for v in shift) if np.isfinite(shift).all() else None
 
 
 def resolve_spacing(seg: Segmenter, opts: PredictOptions) -> tuple[float, float] | None:

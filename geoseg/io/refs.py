@@ -28,12 +28,16 @@ class SceneRef:
     gsd
         Read the scene resampled (bilinear) to this ground sample distance in metres; None reads
         it on its own grid.
+    offset
+        Added to every value read, one number per band (a radiometric match to a model's training
+        data); None adds nothing.
     """
 
     path: str
     bands: tuple[int, ...] | None = None
     crs: str | None = None
     gsd: float | None = None
+    offset: tuple[float, ...] | None = None
 
     def open(self, *, warn: bool = True) -> Scene | SliceScene:
         """The open scene; its ``ref`` reopens it as it is (bands chosen, CRS assigned). ``warn``:
@@ -41,9 +45,11 @@ class SceneRef:
         if is_slice_file(self.path):  # NumPy, DICOM, NIfTI: see geoseg.io.slices
             if self.gsd is not None:
                 raise SceneError(f"scene '{self.path}': a slice has no ground sample distance to resample")
+            if self.offset is not None:
+                raise SceneError(f"scene '{self.path}': a radiometric offset is for rasters, not slices")
             return _slice_with_ref(SliceScene(self.path, bands=self.bands))
-        sc = Scene(self.path, bands=self.bands, crs=self.crs, gsd=self.gsd, warn=warn)
-        sc.ref = SceneRef(sc.path, tuple(sc.bands), sc.assigned_crs, sc.gsd)
+        sc = Scene(self.path, bands=self.bands, crs=self.crs, gsd=self.gsd, offset=self.offset, warn=warn)
+        sc.ref = SceneRef(sc.path, tuple(sc.bands), sc.assigned_crs, sc.gsd, sc.offset)
         return sc
 
 

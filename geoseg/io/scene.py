@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -46,12 +47,16 @@ class Scene:
     With ``gsd``, the scene is seen on a grid of that ground sample distance (same CRS, origin and
     orientation): width, height and transform are the grid's, and each window is read from the
     matching fractional window of the raster, resampled bilinearly by GDAL as it is read.
+
+    With ``offset`` (one number per selected band), every value read has it added: a radiometric
+    match of the scene to the data a model was trained on (see :meth:`band_medians`).
     """
 
     path: str
     bands: Sequence[int] | None = None
     crs: CRS | str | None = None
     gsd: float | None = None
+    offset: tuple[float, ...] | None = None
     #: warn (NoCRSWarning) when the raster has no CRS; off where it was said once already
     warn: bool = field(default=True, repr=False)
     #: the :class:`geoseg.io.refs.SceneRef` that reopens this scene as it is (set by its ``open``)
@@ -95,6 +100,13 @@ class Scene:
         if bad:
             raise SceneError(f"scene '{self.path}': band {bad[0]} does not exist (the raster has {ds.count})")
         self.bands = bands
+        if self.offset is not None:
+            self.offset = tuple(float(v) for v in self.offset)
+            if len(self.offset) != len(bands) or not all(math.isfinite(v) for v in self.offset):
+                raise SceneError(
+                    f"scene '{self.path}': an offset needs one finite number per band ({len(bands)}), "
+                    f"got {list(self.offset)}"
+                )
         if self.crs is not None:
             self.crs = CRS.from_user_input(self.crs)
         elif ds.crs is not None:
@@ -221,7 +233,35 @@ class Scene:
                 f"scene '{self.path}': cannot read window at row {int(window.row_off)}, "
                 f"col {int(window.col_off)} ({one_line(exc)})"
             ) from exc
-        return np.ma.filled(data.astype(np.float32, copy=False), np.nan)
+        out = np.ma.filled(data.astype(np.float32, copy=False), np.nan)
+        if self.offset is not None:
+            out += np.asarray(self.offset, np.float32)[:, None, None]
+        return out
+
+    def band_medians(self, grid: int = 8, side: int = 128) -> np.ndarray:
+        """Each selected band's median over a regular ``grid x grid`` sample of ``side``-pixel
+        windows spread over the scene (on its own grid, without ``offset``; nodata left out): the
+        level of the scene's dominant surface (the sea, for a tanker scene) at the cost of reading
+        ``grid**2`` small windows, whatever the scene's size and overviews. NaN where a band has
+        no data in the sample."""
+        ds = self._ds
+        side_w, side_h = min(side, ds.width), min(side, ds.height)
+        cols = np.linspace(0, ds.width - side_w, grid).round().astype(int)
+        rows = np.linspace(0, ds.height - side_h, grid).round().astype(int)
+        samples = []
+        try:
+            with gdal_env():
+                for r in np.unique(rows):
+                    for c in np.unique(cols):
+                        window = Window(int(c), int(r), side_w, side_h)
+                        data = ds.read(self.bands, window=window, masked=True).astype(np.float32)
+                        samples.append(np.ma.filled(data, np.nan).reshape(len(self.bands), -1))
+        except RasterioError as exc:
+            raise SceneError(f"scene '{self.path}': cannot read a sample ({one_line(exc)})") from exc
+        values = np.concatenate(samples, axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-nodata band: NaN
+            return np.nanmedian(values, axis=1)
 
     def _read_resampled(self, window: Window) -> np.ma.MaskedArray:
         ds, (width, height, _) = self._ds, self._grid

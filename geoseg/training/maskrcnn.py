@@ -52,8 +52,17 @@ class TrainOptions:
     max_gsd: float | None = None
     rotated_view: bool = False
     solid: bool = True  # the classes have no holes: recorded as fill_holes
+    match_radiometry: bool = False  # record the training scenes' band medians (see radiometry_record)
     strong_augment: bool = False  # photometric changes of most chips (see geoseg.training.chips.photometric)
     init: str | None = None  # a geoseg Mask R-CNN checkpoint to start from (fine-tuning)
+
+
+def radiometry_record(scenes) -> dict:
+    """The checkpoint's ``radiometry``: per band, the median over ``scenes`` (open
+    :class:`~geoseg.io.scene.Scene` objects) of each one's
+    :meth:`~geoseg.io.scene.Scene.band_medians`, which geoseg predict matches each scene to."""
+    medians = np.stack([sc.band_medians() for sc in scenes])
+    return {"statistic": "median", "reference": [round(float(v), 3) for v in np.nanmedian(medians, axis=0)]}
 
 
 @dataclass
@@ -216,6 +225,7 @@ def train_maskrcnn(
         **({"max_gsd": float(opts.max_gsd)} if opts.max_gsd else {}),
         **({"rotated_view": True} if opts.rotated_view else {}),
         **({"fill_holes": [c for c in opts.classes if c != "background"]} if opts.solid else {}),
+        **({"radiometry": radiometry_record([ls.scene for ls in scenes])} if opts.match_radiometry else {}),
         "training": training_record(
             command,
             data_fingerprint=fingerprint(train + val),

@@ -88,3 +88,12 @@ def test_spelled_names_and_inverted_options():
     assert hash_params(PredictOptions(tile_size=256)) != hash_params(PredictOptions())
     with pytest.raises(KeyError):
         from_spelled({"tilesize": 3})
+
+
+def test_an_inverted_option_by_its_field_name_is_not_negated():
+    pairs = {"no_complete": "complete", "any_size": "object_limits", "keep_holes": "fill_holes",
+             "no_match_radiometry": "match_radiometry"}  # fmt: skip
+    for spelled, field in pairs.items():
+        by_flag = getattr(from_spelled({spelled: True}), field)
+        by_field = getattr(from_spelled({field: False}), field)
+        assert by_flag is False and by_field is False, (spelled, field)

@@ -310,7 +310,8 @@ def describe(opt: Option) -> str:
 
 def convert(name: str, value: Any) -> Any:
     """``value`` (a Python or YAML value; text only where the option has a parser) checked and
-    converted for the option spelled ``name``, as a field value (an inverted option is negated).
+    converted for the option spelled ``name``, as a field value (an inverted option is negated when
+    ``name`` is its spelling, not its field: ``no_complete=True`` and ``complete=False`` agree).
     Raises :class:`OptionError` saying what the option takes (not naming it: callers do)."""
     f, opt = lookup(name)
     if value is None:
@@ -335,7 +336,7 @@ def convert(name: str, value: Any) -> Any:
         value = opt.kind(value)
     elif opt.kind is str and not isinstance(value, str):
         raise OptionError(f"must be a string (got {value!r})")
-    return (not value) if opt.invert else value
+    return (not value) if opt.invert and name == opt.name else value
 
 
 def from_spelled(values: Mapping[str, Any], base: PredictOptions | None = None):

@@ -166,13 +166,15 @@ def _class_intensity(
         fg = fg | small[holes]
     fg = torch.from_numpy(fg)
     weight = _blur(fg[None].float(), 1.0)
-    level = torch.stack([band[fg].median() for band in x])[:, None, None]
-    if rng.random() < 0.5:
+    flatten = rng.random() < 0.5
+    if flatten or median_floor is not None:
+        level = torch.stack([band[fg].median() for band in x])[:, None, None]
+    if flatten:
         x = x + weight * rng.uniform(0.5, 1.0) * (level - x)
-    delta = torch.full_like(level, float(rng.uniform(*shift)))
-    if median_floor is not None:
-        room = (median_floor[:, None, None] - level).clamp(max=0.0)  # how far down the median may go
-        delta = torch.maximum(delta, room)
+    delta = float(rng.uniform(*shift))
+    if median_floor is not None:  # the median goes down by at most its distance above the floor
+        room = (median_floor[:, None, None] - level).clamp(max=0.0)
+        delta = torch.maximum(torch.full_like(level, delta), room)
     x = x + weight * delta
     return torch.maximum(x, floor[:, None, None])
 

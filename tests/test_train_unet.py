@@ -324,3 +324,29 @@ def test_class_floor_keeps_the_class_median_above_it_and_its_texture():
         image.clone(), label, np.random.default_rng(0), (0.4, 0.4), floor, torch.tensor([-1.6])
     )
     assert float(up[inner].median()) > -0.7  # shifts up are not bounded
+
+
+def test_calibrate_air_trains_on_calibrated_slices_and_records_it(data, tmp_path):
+    """Slices from a scanner that reads air 50 HU high train like the originals with
+    --calibrate-air (the normalisation sees the same values), and the checkpoint records the air
+    reference that geoseg predict calibrates slices to."""
+    shifted = tmp_path / "shifted"
+    for part in ("train", "val"):
+        (shifted / part / "images").mkdir(parents=True)
+        (shifted / part / "masks").symlink_to(data / part / "masks")
+        for f in sorted((data / part / "images").glob("*.npy")):
+            np.save(shifted / part / "images" / f.name, np.load(f).astype(np.float32) + 50)
+    means = []
+    for d, name in ((data, "a"), (shifted, "b")):
+        meta, _ = train(
+            d, tmp_path / f"{name}.safetensors", extra=["--window", "none", "--calibrate-air=-1000"]
+        )
+        assert meta["radiometry"] == {"statistic": "air", "reference": [-1000.0]}
+        means.append(meta["normalization"]["mean"][0])
+    assert means[0] == pytest.approx(means[1], abs=1.0)
+    plain, _ = train(shifted, tmp_path / "c.safetensors", extra=["--window", "none"])
+    from geoseg.io.slices import air_offset
+
+    shifts = [air_offset(np.load(f))[0] for f in sorted(shifted.glob("train/images/*.npy"))]
+    assert "radiometry" not in plain and np.mean(shifts) < -30  # the copies read air 30-60 HU high
+    assert plain["normalization"]["mean"][0] + np.mean(shifts) == pytest.approx(means[1], abs=0.5)

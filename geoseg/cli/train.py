@@ -239,6 +239,12 @@ def _parse_pair(ctx, param, value):
     "another (DICOM, NIfTI) are resampled to it by geoseg predict.",
 )  # fmt: skip
 @click.option(
+    "--calibrate-air", type=float, default=None, metavar="HU",
+    help="Shift every training and validation slice so that the air outside the body reads HU "
+    "(-1000): recorded in the checkpoint (radiometry), so geoseg predict calibrates each slice the "
+    "same way and a scanner reading air at -960 or -1050 looks like the training data.",
+)  # fmt: skip
+@click.option(
     "--init", "init", default=None, metavar="CHECKPOINT",
     help="Start from this geoseg U-Net checkpoint (fine-tuning): keeps its layout, window, normalisation.",
 )  # fmt: skip
@@ -247,7 +253,7 @@ def _parse_pair(ctx, param, value):
 @click.pass_context
 def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, tile, window, depth,
          base_width, down, up, norm, lr, classes, val_fraction, no_augment, strong_augment, streaks,
-         class_intensity, class_shift, class_floor, min_area, complete, spacing, init, seed,
+         class_intensity, class_shift, class_floor, min_area, complete, spacing, calibrate_air, init, seed,
          overwrite):  # fmt: skip
     """Train a U-Net on image/mask folders; the best checkpoint by validation Dice is kept."""
     # OpenMP threads that spin while waiting slow training several-fold when other processes share
@@ -279,7 +285,7 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
         norm=norm, lr=lr, window=window, classes=names, seed=seed, val_fraction=val_fraction,
         augment=not no_augment, strong_augment=strong_augment, streaks=streaks, min_area=min_area,
         spacing=spacing, init=init, class_intensity=class_intensity, class_shift=class_shift,
-        class_floor=class_floor, complete=complete,
+        class_floor=class_floor, complete=complete, calibrate_air=calibrate_air,
     )  # fmt: skip
     command = "geoseg train unet " + shlex.join(_arguments("unet"))
     quiet = ctx.obj.get("quiet", False)

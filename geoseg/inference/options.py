@@ -188,10 +188,11 @@ class PredictOptions:
     )  # fmt: skip
     match_radiometry: bool = option(
         True, key="predict.no_match_radiometry", flag="--no-match-radiometry", kind=bool, invert=True,
-        family="instance",
-        help="Read the scene as it is where the checkpoint records its training scenes' radiometry (its "
-        "radiometry: each band's median): by default each band is shifted so that the scene's median "
-        "(over a sample of 64 windows) meets the training scenes', as for another sea colour or haze.",
+        help="Read the scene as it is where the checkpoint records its training data's radiometry (its "
+        "radiometry): by default each band of a raster is shifted so that the scene's median (over a "
+        "sample of 64 windows) meets the training scenes', as for another sea colour or haze, and a CT "
+        "slice so that the air outside the body reads as in the training slices (another scanner's "
+        "calibration).",
     )  # fmt: skip
     complete: bool = option(
         True, key="predict.no_complete", flag="--no-complete", kind=bool, invert=True, family="semantic",

@@ -210,10 +210,11 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
     else:
         images = [ref]
     spacing = resolve_spacing(seg, opts)
-    if spacing is not None and is_slice_file(ref.path):  # seen at the model's pixel spacing
-        images = [
-            replace(im, spacing=spacing) if isinstance(im, SliceRef)
-            else SliceRef(im.path, im.bands, axis=axis, hu_window=hu_window, spacing=spacing)
+    air = air_reference(seg, opts)
+    if (spacing is not None or air is not None) and is_slice_file(ref.path):
+        images = [  # seen at the model's pixel spacing, calibrated by the air as its training slices
+            replace(im, spacing=spacing, air=air) if isinstance(im, SliceRef)
+            else SliceRef(im.path, im.bands, axis=axis, hu_window=hu_window, spacing=spacing, air=air)
             for im in images
         ]  # fmt: skip
     with images[0].open(warn=False) as sc:
@@ -235,6 +236,7 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
         pixel_space = bool(getattr(sc, "pixel_space", False))
         crs, transform, height, width = sc.crs, sc.transform, sc.height, sc.width
         plane, native = None, getattr(sc, "native_spacing", None)
+        air_shift = getattr(sc, "air_shift", None)
         if getattr(sc, "input_shape", (height, width)) != (height, width):  # resampled: masks come back
             plane, (height, width), transform = (height, width), sc.input_shape, None
         images[0] = sc.ref if not volume else images[0]
@@ -260,6 +262,8 @@ def _prepare_semantic(ref, model, seg, opts, outputs, blend, mask_path, axis, sl
     }  # fmt: skip
     if plane is not None:
         header.update(native_spacing_mm=list(native), spacing_mm=list(spacing))
+    if air_shift is not None and not volume:  # a volume's slices are calibrated one by one
+        header["air_offset"] = [round(v, 2) for v in air_shift]
     if volume:
         header.update(slices=len(images), volume=True)
     return SceneWork("semantic", model, opts, grid, images, meta, header, outputs, pixel_space, None, blend,
@@ -281,6 +285,21 @@ def radiometric_offset(scene: Scene, seg: Segmenter, opts: PredictOptions) -> tu
         )
     shift = reference - scene.band_medians()
     return tuple(float(v) for v in shift) if np.isfinite(shift).all() else None
+
+
+def air_reference(seg: Segmenter, opts: PredictOptions) -> float | None:
+    """The HU that the air outside the body is calibrated to before a slice reaches the model: the
+    checkpoint's ``radiometry`` where it is ``{"statistic": "air", "reference": [HU]}`` (its
+    training slices were calibrated so, see :func:`~geoseg.io.slices.air_offset`); None for other
+    checkpoints or ``opts.match_radiometry`` False."""
+    record = model_metadata(seg).get("radiometry")
+    if not (opts.match_radiometry and record and record.get("statistic") == "air"):
+        return None
+    reference = record.get("reference")
+    reference = reference if isinstance(reference, list | tuple) else [reference]
+    if len(reference) != 1 or not isinstance(reference[0], int | float):
+        raise ModelError(f"checkpoint radiometry: the air statistic takes one value (HU), got {record}")
+    return float(reference[0])
 
 
 def resolve_spacing(seg: Segmenter, opts: PredictOptions) -> tuple[float, float] | None:

@@ -69,21 +69,26 @@ class SliceRef(SceneRef):
     spacing
         ``(rows, columns)`` mm: see the slice resampled to this pixel spacing where its file
         records another (see :class:`~geoseg.io.slices.SliceScene`).
+    air
+        HU: shift the slice so that the air outside the body reads this (a CT scanner's
+        calibration, :func:`~geoseg.io.slices.air_offset`); None reads it as it is.
     """
 
     index: int | None = None
     axis: int | None = None
     hu_window: tuple[float, float] | None = None
     spacing: tuple[float, float] | None = None
+    air: float | None = None
 
     def open(self, *, warn: bool = True) -> SliceScene:  # a slice is in pixel space: nothing to warn of
         return _slice_with_ref(SliceScene(self.path, bands=self.bands, index=self.index, axis=self.axis,
-                                          hu_window=self.hu_window, spacing=self.spacing))  # fmt: skip
+                                          hu_window=self.hu_window, spacing=self.spacing,
+                                          air=self.air))  # fmt: skip
 
 
 def _slice_with_ref(sc: SliceScene) -> SliceScene:
     sc.ref = SliceRef(sc.path, tuple(sc.bands), index=sc.index, axis=sc.axis, hu_window=sc.hu_window,
-                      spacing=sc.spacing)  # fmt: skip
+                      spacing=sc.spacing, air=sc.air)  # fmt: skip
     return sc
 
 

@@ -227,6 +227,43 @@ def resample_plane(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+AIR_HU = -1000.0  # air in Hounsfield units, by the definition of the scale
+
+
+def air_offset(
+    image: np.ndarray, reference: float = AIR_HU, *, body_above: float = -500.0, lowest: float = -1500.0
+) -> np.ndarray:
+    """What each band of a CT slice ``(C, H, W)`` (or ``(H, W)``) gets added so that the air outside
+    the body reads ``reference``: a scanner's calibration, which differs between scanners by tens of
+    HU, taken from the slice itself. The air is the median of the pixels outside the body (the
+    largest region above ``body_above``, holes filled, widened by 3 pixels) that lie between
+    ``lowest`` and ``body_above``: padding outside the reconstruction circle (-2048 or -3024 on many
+    scanners) and NaN are left out. A band with fewer than 1 % of its pixels in that air (the body
+    fills the field of view) gets 0.
+
+    >>> ct = np.full((64, 64), -960.0); ct[12:52, 12:52] = 40.0
+    >>> air_offset(ct).tolist()
+    [-40.0]
+    """
+    from scipy import ndimage
+
+    data = np.asarray(image, dtype=np.float32)
+    data = data[None] if data.ndim == 2 else data
+    out = np.zeros(data.shape[0], np.float64)
+    for b, band in enumerate(data):
+        valid = np.isfinite(band)
+        tissue, n = ndimage.label((band > body_above) & valid)
+        if n:
+            body = tissue == 1 + int(np.argmax(np.bincount(tissue.ravel())[1:]))
+            body = ndimage.binary_dilation(ndimage.binary_fill_holes(body), iterations=3)
+        else:
+            body = np.zeros(band.shape, bool)
+        air = valid & ~body & (band > lowest) & (band < body_above)
+        if air.sum() >= 0.01 * band.size:
+            out[b] = float(reference) - float(np.median(band[air]))
+    return out
+
+
 def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A class-index image at another size, each output pixel taking the class at its centre."""
     h, w = labels.shape
@@ -249,6 +286,9 @@ class SliceScene:
     With ``spacing`` (mm, ``(rows, columns)``), a slice whose file records another spacing is seen
     resampled to it (bilinearly): width and height are the new grid's, and ``transform`` maps its
     pixels back to the file's (``input_shape``), so outlines land on the input image.
+
+    With ``air`` (HU, usually -1000), each band is shifted so that the air outside the body reads
+    ``air`` (:func:`air_offset`, a CT scanner's calibration); ``air_shift`` is what was added.
     """
 
     path: str
@@ -257,12 +297,14 @@ class SliceScene:
     axis: int | None = None
     hu_window: tuple[float, float] | None = None
     spacing: tuple[float, float] | None = None
+    air: float | None = None
     crs: None = field(default=None, init=False)
     gsd: None = field(default=None, init=False)
     native_gsd: None = field(default=None, init=False)
     affine: np.ndarray | None = field(default=None, init=False, repr=False)
     slices: int = field(default=1, init=False)
     input_shape: tuple[int, int] = field(default=(0, 0), init=False)
+    air_shift: tuple[float, ...] | None = field(default=None, init=False)
     #: the :class:`geoseg.io.refs.SliceRef` that reopens this slice (set by its ``open``)
     ref: Any = field(default=None, init=False, repr=False)
     _data: np.ndarray | None = field(default=None, init=False, repr=False)
@@ -299,6 +341,10 @@ class SliceScene:
             shape = resampled_shape(self.input_shape, self.native_spacing, self.spacing)
         if shape != self.input_shape:
             data = resample_plane(np.asarray(data), shape)
+        if self.air is not None:
+            shift = air_offset(data, self.air)
+            data = np.asarray(data, np.float32) + shift.astype(np.float32)[:, None, None]
+            self.air_shift = tuple(float(v) for v in shift.astype(np.float32))
         self._data = data
 
     def _load_stack(self):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from geoseg.errors import GeosegError
 from geoseg.evaluation.dice import class_scores
 from geoseg.io.fingerprints import arrays_fingerprint
+from geoseg.io.slices import air_offset
 from geoseg.io.slices import load_pairs as slices_load_pairs
 from geoseg.models.unet import UNet, apply_window
 from geoseg.training.loop import Fit, start_from, training_record
@@ -52,6 +53,7 @@ class UNetTrainOptions:
     complete: tuple[float, float] | None = None  # recorded: (below, body_above) completion of each class
     min_area: float = 0.0  # recorded: predictions drop regions under this many pixels by default
     spacing: float | None = None  # recorded as spacing_mm: slices at another spacing are resampled to it
+    calibrate_air: float | None = None  # HU the air outside the body is shifted to (recorded: radiometry)
     init: str | None = None  # a geoseg U-Net checkpoint to start from (fine-tuning)
     extra: dict = field(default_factory=dict)  # recorded in the checkpoint's training section
 
@@ -82,6 +84,13 @@ def labels_of(mask: np.ndarray, num_classes: int) -> np.ndarray:
     if mask.max() >= num_classes:
         raise GeosegError(f"mask holds value {int(mask.max())} but there are only {num_classes} classes")
     return mask.astype(np.int64)
+
+
+def calibrate_pairs(pairs: list[Pair], air: float) -> list[Pair]:
+    """The pairs with each image shifted so that the air outside the body reads ``air`` (HU), as
+    ``geoseg predict`` calibrates slices for a checkpoint trained so
+    (:func:`~geoseg.io.slices.air_offset`)."""
+    return [(i, x + air_offset(x, air).astype(np.float32)[:, None, None], m) for i, x, m in pairs]
 
 
 def data_fingerprint(pairs: list[Pair]) -> str:
@@ -303,6 +312,11 @@ def train_unet(
         order = np.random.default_rng(opts.seed + 1).permutation(len(pairs))
         val_pairs = [pairs[i] for i in sorted(order[:n_val])]
         pairs = [pairs[i] for i in sorted(order[n_val:])]
+    if opts.calibrate_air is not None:  # as geoseg predict will see slices (checkpoint radiometry)
+        pairs, val_pairs = (
+            calibrate_pairs(pairs, opts.calibrate_air),
+            calibrate_pairs(val_pairs, opts.calibrate_air),
+        )
     channels = {p[1].shape[0] for p in pairs + val_pairs}
     if len(channels) != 1:
         raise GeosegError(f"folder '{images_dir}': images have different band counts {sorted(channels)}")
@@ -357,6 +371,11 @@ def train_unet(
         "min_area": float(opts.min_area),
         **({"complete": {c: completion for c in opts.classes[1:]}} if completion else {}),
         **({"spacing_mm": [float(opts.spacing)] * 2} if opts.spacing else {}),
+        **(
+            {"radiometry": {"statistic": "air", "reference": [float(opts.calibrate_air)]}}
+            if opts.calibrate_air is not None
+            else {}
+        ),
         "training": training_record(
             command,
             data_fingerprint=data_fingerprint(pairs + val_pairs),

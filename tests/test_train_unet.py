@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
@@ -350,3 +351,43 @@ def test_calibrate_air_trains_on_calibrated_slices_and_records_it(data, tmp_path
     shifts = [air_offset(np.load(f))[0] for f in sorted(shifted.glob("train/images/*.npy"))]
     assert "radiometry" not in plain and np.mean(shifts) < -30  # the copies read air 30-60 HU high
     assert plain["normalization"]["mean"][0] + np.mean(shifts) == pytest.approx(means[1], abs=0.5)
+
+
+def test_validation_scores_predictions_as_geoseg_predict_delivers_them():
+    """Checkpoints are selected on what users get: specks under the minimum area dropped, lungs
+    completed to the air-filled regions they mostly fill (as geoseg predict does)."""
+    from geoseg.inference.complete import complete_labels
+    from geoseg.training.unet import as_predicted
+
+    hu = np.full((64, 64), -1000.0, np.float32)
+    hu[6:58, 6:58] = 40.0  # the body
+    hu[12:52, 12:28] = -850.0  # a lung: an air-filled region inside it
+    hu[40:46, 40:46] = -990.0  # bowel gas
+    pred = np.zeros((64, 64), np.int64)
+    pred[12:30, 12:28] = 1  # the model found 45 % of the lung...
+    pred[44:46, 36:38] = 1  # ...and a 4-pixel speck
+    out = as_predicted(pred, 10, {1: {"below": -400.0, "body_above": -500.0, "overlap": 0.3}}, hu)
+    assert out[12:52, 12:28].all() and out.sum() == 40 * 16  # the whole lung, no speck, no gas
+    assert (as_predicted(pred) == pred).all()  # nothing to apply: unchanged
+    low = complete_labels(pred, hu, {1: {"below": -400.0, "body_above": -500.0, "overlap": 0.5}})
+    assert (low == pred).all()  # 45 % is under an overlap of 0.5: not completed
+
+
+def test_intensity_augmentation_keeps_a_calibrated_air_level_in_place():
+    """With an anchor (the calibrated air, normalised), gain is applied about it and no offset is
+    added, in the basic and the strong augmentation; without one, the whole crop moves."""
+    from geoseg.training.unet import _gain_offset, _strong_intensity
+
+    rng = np.random.default_rng(0)
+    x = torch.zeros(1, 32, 32)
+    x[:, 8:24, 8:24] = 2.0  # air at 0, tissue at 2 (normalised units)
+    anchor = torch.zeros(1, 1, 1)
+    for _ in range(20):
+        y = _gain_offset(x, rng, (0.9, 1.1), 0.1, anchor)
+        assert torch.equal(y[:, :8], x[:, :8]) and 1.8 <= float(y[0, 16, 16]) <= 2.2
+    moved = [float(_gain_offset(x, rng, (0.9, 1.1), 0.1, None)[0, 0, 0]) for _ in range(20)]
+    assert max(abs(v) for v in moved) > 0.02
+    wide = torch.zeros(1, 64, 64)
+    wide[:, 24:40, 24:40] = 2.0
+    air = [float(_strong_intensity(wide, rng, anchor)[0, :12].mean()) for _ in range(20)]  # far from edges
+    assert max(abs(v) for v in air) < 0.05  # noise and kernels average out; no offset

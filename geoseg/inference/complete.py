@@ -65,6 +65,31 @@ def intensity_regions(values: np.ndarray, below: float, body_above: float) -> tu
     return regions.astype(np.int32), n
 
 
+def chosen_regions(mine: np.ndarray, regions: np.ndarray, n: int, overlap: float) -> np.ndarray:
+    """Which of the ``n`` labelled ``regions`` (index 0..n, 0 never) are at least ``overlap``
+    covered by the boolean mask ``mine``."""
+    size = np.bincount(regions.ravel(), minlength=n + 1)
+    inside = np.bincount(regions.ravel(), weights=mine.ravel(), minlength=n + 1)
+    chosen = inside / np.maximum(size, 1) >= overlap
+    chosen[0] = False
+    return chosen
+
+
+def complete_labels(labels: np.ndarray, values: np.ndarray, by_class: dict[int, dict]) -> np.ndarray:
+    """A class label image ``(H, W)`` completed as :func:`complete_objects` completes polygons: each
+    completed class grown into the intensity regions of ``values`` (2-D) it mostly fills, over
+    background pixels only (training validates checkpoints so, as predictions will be made)."""
+    out = labels.copy()
+    for label, s in by_class.items():
+        mine = labels == label
+        if not mine.any():
+            continue
+        regions, n = intensity_regions(values, s["below"], s["body_above"])
+        if n:
+            out[chosen_regions(mine, regions, n, s["overlap"])[regions] & (out == 0)] = label
+    return out
+
+
 def rasterize(objects: list[MergedObject], shape: tuple[int, int]) -> np.ndarray:
     """The class indexes (uint8, 0 = background) the objects' pixel-space polygons cover."""
     shapes = [(o.geometry, int(o.label)) for o in objects if not o.geometry.is_empty]
@@ -89,11 +114,7 @@ def complete_objects(
         regions, n = intensity_regions(values, s["below"], s["body_above"])
         if n == 0:
             continue
-        size = np.bincount(regions.ravel(), minlength=n + 1)
-        inside = np.bincount(regions.ravel(), weights=mine.ravel(), minlength=n + 1)
-        chosen = inside / np.maximum(size, 1) >= s["overlap"]
-        chosen[0] = False
-        added = chosen[regions] & (labels == 0)
+        added = chosen_regions(mine, regions, n, s["overlap"])[regions] & (labels == 0)
         if not added.any():
             continue
         geom = mask_to_geometry(mine | added)

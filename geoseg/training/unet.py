@@ -1,8 +1,9 @@
 """Training a U-Net on image/mask pairs: random crops with flips, small rotations and scalings,
 intensity jitter and, optionally, streak artefacts; Dice + cross-entropy, AdamW on a one-cycle
-schedule, validation Dice on whole slices after every epoch (:func:`geoseg.evaluation.dice.dice_score`, empty
-slices included), best checkpoint kept. Seeded: the same data, seed and machine give the same
-weights and metrics."""
+schedule, validation Dice on whole slices after every epoch (:func:`geoseg.evaluation.dice.dice_score`,
+empty slices included) of the predictions as ``geoseg predict`` delivers them with the checkpoint's
+defaults (minimum area, region completion), best checkpoint kept. Seeded: the same data, seed and
+machine give the same weights and metrics."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 
 from geoseg.errors import GeosegError
 from geoseg.evaluation.dice import class_scores
+from geoseg.inference.complete import complete_labels
+from geoseg.inference.complete import settings as completion_settings
 from geoseg.io.fingerprints import arrays_fingerprint
 from geoseg.io.slices import air_offset
 from geoseg.io.slices import load_pairs as slices_load_pairs
@@ -134,10 +137,19 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.from_numpy(ndimage.gaussian_filter(x.numpy(), sigmas, mode="nearest"))
 
 
-def _strong_intensity(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def _gain_offset(x: torch.Tensor, rng, gain: tuple[float, float], offset: float, anchor) -> torch.Tensor:
+    """A random gain (about ``anchor``, or about 0) and offset (up to ``offset``; none with an
+    anchor, whose value stays put: the calibrated air of CT slices)."""
+    if anchor is None:
+        return x * rng.uniform(*gain) + rng.uniform(-offset, offset)
+    return anchor + (x - anchor) * rng.uniform(*gain)
+
+
+def _strong_intensity(x: torch.Tensor, rng: np.random.Generator, anchor=None) -> torch.Tensor:
     """Scanner and reconstruction differences on a normalised crop: gain and offset, blur or a sharp
-    kernel's overshoot, and noise that is white or correlated over a few pixels."""
-    x = x * rng.uniform(0.85, 1.2) + rng.uniform(-0.3, 0.3)
+    kernel's overshoot, and noise that is white or correlated over a few pixels. With ``anchor``
+    (per band, normalised), gain keeps that value where it is and there is no offset."""
+    x = _gain_offset(x, rng, (0.85, 1.2), 0.3, anchor)
     r = rng.random()
     if r < 0.3:
         x = _blur(x, rng.uniform(0.5, 1.5))
@@ -200,12 +212,15 @@ def _crop(
     shift: tuple[float, float] = (0.0, 0.0),
     floor: torch.Tensor | None = None,
     median_floor: torch.Tensor | None = None,
+    anchor: torch.Tensor | None = None,
 ):
     """One ``tile x tile`` training crop, rotated/scaled/flipped when ``augment``; with probability
     ``streaks`` it also gets synthetic streak artefacts (which are never the class). ``strong``
     widens rotation (+-20 degrees) and scale (0.75-1.3) and adds :func:`_strong_intensity`. With
     probability ``intensity`` its classes get another density and texture
-    (:func:`_class_intensity`, ``shift``, ``floor`` and ``median_floor``)."""
+    (:func:`_class_intensity`, ``shift``, ``floor`` and ``median_floor``). ``anchor`` (per band,
+    normalised units: the air of calibrated CT slices) is a value intensity changes leave in place:
+    gain is applied about it and no offset is added, so the calibration the slices got is kept."""
     _, h, w = image.shape
     half = tile / 2
     cx = rng.uniform(min(half, w / 2), max(w - half, w / 2))
@@ -237,9 +252,9 @@ def _crop(
                 x, y, rng, shift, image.amin(dim=(1, 2)) if floor is None else floor, median_floor
             )
         if strong:
-            x = _strong_intensity(x, rng)
+            x = _strong_intensity(x, rng, anchor)
         else:
-            x = x * rng.uniform(0.9, 1.1) + rng.uniform(-0.1, 0.1)
+            x = _gain_offset(x, rng, (0.9, 1.1), 0.1, anchor)
             x = x + torch.from_numpy(rng.normal(0, rng.uniform(0, 0.05), x.shape).astype(np.float32))
         if streaks > 0 and rng.random() < streaks:
             x = x + _line_artefacts(tile, rng, strong)
@@ -265,15 +280,38 @@ def predict_labels(model: UNet, image: np.ndarray, device: str = "cpu") -> np.nd
     return logits.argmax(0).cpu().numpy()
 
 
+def as_predicted(pred: np.ndarray, min_area: float = 0.0, completion: dict | None = None,
+                 values: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Class labels as ``geoseg predict`` delivers them with a checkpoint's defaults: regions
+    (4-connected, per class) under ``min_area`` pixels dropped, then ``completion`` (class index ->
+    its settings, :func:`geoseg.inference.complete.complete_labels`) over the raw ``values``."""
+    from scipy import ndimage
+
+    if min_area > 0:
+        pred = pred.copy()
+        for label in np.unique(pred[pred > 0]):
+            regions, n = ndimage.label(pred == label)
+            small = np.bincount(regions.ravel()) < min_area
+            small[0] = False
+            pred[small[regions]] = 0
+    if completion and values is not None:
+        pred = complete_labels(pred, values, completion)
+    return pred
+
+
 def validate(model: UNet, images: list[np.ndarray], labels: list[np.ndarray], ids: list[str],
-             num_classes: int, device: str = "cpu") -> dict:  # fmt: skip
+             num_classes: int, device: str = "cpu", *, min_area: float = 0.0, completion: dict | None = None,
+             raw: list[np.ndarray] | None = None) -> dict:  # fmt: skip
     """Per-slice Dice (mean over the foreground classes, empty-mask convention of
-    :mod:`geoseg.evaluation.dice`) summarised as mean, worst and the worst slice's id; mean IoU too."""
+    :mod:`geoseg.evaluation.dice`) summarised as mean, worst and the worst slice's id; mean IoU too.
+    The predictions are scored as delivered (:func:`as_predicted`: ``min_area``, and ``completion``
+    over each slice's first band of ``raw``)."""
     model.eval()
     classes = max(num_classes, 2)
     dices, ious = [], []
-    for image, label in zip(images, labels, strict=True):
+    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
         pred = predict_labels(model, image, device)
+        pred = as_predicted(pred, min_area, completion, raw[k][0] if raw is not None else None)
         dices.append(float(class_scores(pred, label, classes).mean()))
         ious.append(float(class_scores(pred, label, classes, metric="iou").mean()))
     worst = int(np.argmin(dices))
@@ -399,6 +437,7 @@ def train_unet(
             ),  # fmt: skip
             train_slices=len(pairs),
             val_slices=len(val_pairs),
+            validated_as="predicted (min_area, complete)",
             loss="dice+ce (batch dice, foreground classes)",
             device=device,
             **opts.extra,
@@ -412,6 +451,11 @@ def train_unet(
     if opts.class_floor is not None:  # raw units through the same window and normalisation as the images
         raw = np.full((in_channels, 1, 1), opts.class_floor, np.float32)
         median_floor = torch.from_numpy(_prepare([(None, raw, None)], window, mean, std)[0][0][:, 0, 0])
+    val_completion = completion_settings(meta, list(opts.classes))  # validated as geoseg predict delivers
+    anchor = None
+    if opts.calibrate_air is not None:  # intensity augmentation keeps the calibrated air where it is
+        raw = np.full((in_channels, 1, 1), opts.calibrate_air, np.float32)
+        anchor = torch.from_numpy(_prepare([(None, raw, None)], window, mean, std)[0][0])
     fit = Fit(model, optim, sched, output=output, meta=meta, smoothing=0.1,
               score=lambda m: (m["mean_dice"], m["worst_dice"]))  # fmt: skip
     step = 0
@@ -435,6 +479,7 @@ def train_unet(
                     shift,
                     floors[i],
                     median_floor,
+                    anchor,
                 )  # fmt: skip
                 for i in idx
             ]
@@ -445,7 +490,8 @@ def train_unet(
             if progress:
                 progress(epoch, opts.epochs, {"loss": fit.loss_avg, "step": step})
         ids = [p[0] for p in val_pairs]
-        metrics = validate(model, val_x, val_y, ids, n_out, device)
+        metrics = validate(model, val_x, val_y, ids, n_out, device, min_area=opts.min_area,
+                           completion=val_completion, raw=[p[1] for p in val_pairs])  # fmt: skip
         del metrics["val_slices"]
         metrics = fit.validated({**metrics, "epoch": epoch})
         if progress:

@@ -94,9 +94,16 @@ def semantic_failing_after(calls: int = 1) -> object:
     return Failing(threshold=100)
 
 
-def dark_band_semantic(lo: float = -900, hi: float = -800, below: float = -400, body: float = -500) -> object:
+def dark_band_semantic(
+    lo: float = -900,
+    hi: float = -800,
+    below: float = -400,
+    body: float = -500,
+    gas_below: float | None = None,
+) -> object:
     """A semantic model that finds only the pixels between ``lo`` and ``hi`` (a lung's darker part),
-    with a checkpoint-like region completion to the regions under ``below`` inside the body."""
+    with a checkpoint-like region completion to the regions under ``below`` inside the body (and,
+    with ``gas_below``, none of the regions whose median is under it)."""
     import numpy as np
 
     class DarkBand:
@@ -105,6 +112,8 @@ def dark_band_semantic(lo: float = -900, hi: float = -800, below: float = -400, 
         classes = ["background", "lung"]
         name = "dark_band"
         metadata = {"complete": {"lung": {"below": below, "body_above": body, "overlap": 0.3}}}
+        if gas_below is not None:
+            metadata["complete"]["lung"]["gas_below"] = gas_below
 
         def predict(self, tiles):
             x = np.nan_to_num(tiles[:, 0], nan=0.0)

@@ -58,7 +58,8 @@ def test_complete_objects_grows_only_regions_the_class_mostly_fills():
     by_class = completion.settings({"complete": {"lung": {"below": -400, "body_above": -500}}},
                                    ["background", "lung", "other"])  # fmt: skip
     assert by_class == {1: {"below": -400.0, "body_above": -500.0, "overlap": 0.3}}
-    out, added = completion.complete_objects(objects, hu, by_class)
+    out, added, removed = completion.complete_objects(objects, hu, by_class)
+    assert removed == []  # no gas_below: nothing is taken out
     lungs = [o for o in out if o.label == 1]
     areas = sorted(o.geometry.area for o in lungs)
     assert areas == [4.0, 60 * 80]  # the lung whole, the gas piece as it was
@@ -111,3 +112,45 @@ def test_a_georeferenced_raster_is_completed_the_same_way(tmp_path):
     assert done.features.to_crs("EPSG:32633").geometry.iloc[0].area == pytest.approx(
         60 * 80 * 4.0
     )  # 2 m pixels
+
+
+def test_gas_regions_are_taken_out_of_the_class_before_completion():
+    """With ``gas_below``, a region at the density of air (the gas, median -1000) is not lung even
+    where the model marked most of it; the lung (median -775) is completed as before."""
+    hu = phantom()
+    found = shapely.box(30, 40, 70, 100)
+    gas_piece = shapely.box(60, 115, 85, 130)  # most of the gas region: over the overlap
+    objects = [MergedObject(found, 0.8, 1, 3), MergedObject(gas_piece, 0.6, 1, 1)]
+    settings = {"complete": {"lung": {"below": -400, "body_above": -500, "gas_below": -975}}}
+    by_class = completion.settings(settings, ["background", "lung"])
+    assert by_class[1]["gas_below"] == -975.0
+    out, added, removed = completion.complete_objects(objects, hu, by_class)
+    assert len(out) == 1 and out[0].geometry.equals(shapely.box(30, 40, 110, 100))
+    assert len(removed) == 1 and removed[0][0].equals(gas_piece)  # what the model had marked there
+    without = completion.settings(
+        {"complete": {"lung": {"below": -400, "body_above": -500}}}, ["background", "lung"]
+    )
+    kept, _, _ = completion.complete_objects(objects, hu, without)
+    assert sorted(o.geometry.area for o in kept) == [15 * 30, 60 * 80]  # the gas grown to its region
+    labels = np.zeros((160, 160), np.int64)
+    labels[40:100, 30:70] = 1
+    labels[115:130, 60:85] = 1
+    assert np.array_equal(completion.complete_labels(labels, hu, by_class) == 1, lung())
+    assert (completion.complete_labels(labels, hu, without)[115:130, 60:90] == 1).all()
+
+
+def test_predict_leaves_gas_out_of_mask_and_outlines(tmp_path):
+    path = tmp_path / "slice.npy"
+    hu = phantom()
+    hu[115:130, 60:90] = -990.0  # the gas, a little above the air outside (-1000)
+    np.save(path, hu)
+    opts = PredictOptions(tile_size=96, overlap=32)
+    darker = "tests.factories:dark_band_semantic"
+    plain = predict_semantic(str(path), ModelSpec(darker, {"lo": -995}), opts, mask_path=tmp_path / "a.npy")
+    assert (np.load(tmp_path / "a.npy")[115:130, 60:90] == 1).all()  # the model takes the gas too
+    assert "gas_regions_removed" not in plain.stats
+    done = predict_semantic(str(path), ModelSpec(darker, {"lo": -995, "gas_below": -975}), opts,
+                            mask_path=tmp_path / "b.npy")  # fmt: skip
+    assert np.array_equal(np.load(tmp_path / "b.npy") == 1, lung())
+    assert done.stats["gas_regions_removed"] == 1
+    assert len(done.features) == 1 and done.features.geometry.iloc[0].area == 60 * 80

@@ -234,6 +234,12 @@ def _parse_pair(ctx, param, value):
     "--no-complete.",
 )  # fmt: skip
 @click.option(
+    "--gas-below", type=float, default=None, metavar="HU",
+    help="Recorded with --complete: connected air-like regions whose median is under HU (-975 with "
+    "--calibrate-air=-1000) are gas (stomach, bowel, trachea), never the class; predictions there "
+    "are taken out before completion.",
+)  # fmt: skip
+@click.option(
     "--spacing", type=click.FloatRange(0, min_open=True), default=None, metavar="MM",
     help="Recorded in the checkpoint: the training slices' pixel spacing; slices whose files record "
     "another (DICOM, NIfTI) are resampled to it by geoseg predict.",
@@ -253,8 +259,8 @@ def _parse_pair(ctx, param, value):
 @click.pass_context
 def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, tile, window, depth,
          base_width, down, up, norm, lr, classes, val_fraction, no_augment, strong_augment, streaks,
-         class_intensity, class_shift, class_floor, min_area, complete, spacing, calibrate_air, init, seed,
-         overwrite):  # fmt: skip
+         class_intensity, class_shift, class_floor, min_area, complete, gas_below, spacing, calibrate_air,
+         init, seed, overwrite):  # fmt: skip
     """Train a U-Net on image/mask folders; the best checkpoint by validation Dice is kept."""
     # OpenMP threads that spin while waiting slow training several-fold when other processes share
     # the cores; passive waiting costs little on an idle machine (takes effect before torch loads).
@@ -285,7 +291,7 @@ def unet(ctx, images, masks, val_images, val_masks, output, epochs, batch_size, 
         norm=norm, lr=lr, window=window, classes=names, seed=seed, val_fraction=val_fraction,
         augment=not no_augment, strong_augment=strong_augment, streaks=streaks, min_area=min_area,
         spacing=spacing, init=init, class_intensity=class_intensity, class_shift=class_shift,
-        class_floor=class_floor, complete=complete, calibrate_air=calibrate_air,
+        class_floor=class_floor, complete=complete, gas_below=gas_below, calibrate_air=calibrate_air,
     )  # fmt: skip
     command = "geoseg train unet " + shlex.join(_arguments("unet"))
     quiet = ctx.obj.get("quiet", False)

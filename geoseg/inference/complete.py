@@ -12,9 +12,17 @@ After the minimum area has dropped small regions, every 4-connected region of th
 values are under ``below``, inside the body (the largest region above ``body_above``, holes
 filled) and not touching the image border, is added to the class where at least ``overlap`` of it
 is already predicted as that class. Regions the model did not mark at all
-(bowel gas, the trachea, air outside the body) stay out, and nothing the model found is taken away:
-completion only adds background pixels. It needs the whole image in memory, which slices are;
-``geoseg predict --no-complete`` turns it off.
+(bowel gas, the trachea, air outside the body) stay out. It needs the whole image in memory, which
+slices are; ``geoseg predict --no-complete`` turns it off.
+
+With ``gas_below`` as well (``geoseg train unet --gas-below``; meaningful for slices calibrated so
+that air reads -1000 HU, see :func:`geoseg.io.slices.air_offset`), the class is first taken out of
+the regions whose median is under it: an air-filled space (stomach or bowel gas, the trachea) is
+not lung, while lung parenchyma, even an emphysematous one, is denser than air::
+
+    "complete": {"lung": {"below": -400, "body_above": -500, "overlap": 0.3, "gas_below": -975}}
+
+Otherwise completion only adds background pixels.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ def settings(metadata: dict, classes: list[str]) -> dict[int, dict]:
                 "below": float(s["below"]),
                 "body_above": float(s.get("body_above", s["below"])),
                 "overlap": float(s.get("overlap", 0.3)),
+                **({"gas_below": float(s["gas_below"])} if s.get("gas_below") is not None else {}),
             }
     return out
 
@@ -75,18 +84,31 @@ def chosen_regions(mine: np.ndarray, regions: np.ndarray, n: int, overlap: float
     return chosen
 
 
+def gas_regions(regions: np.ndarray, n: int, values: np.ndarray, gas_below: float | None) -> np.ndarray:
+    """Which of the ``n`` labelled ``regions`` (index 0..n, 0 never) have a median of ``values``
+    under ``gas_below``: air-filled spaces (bowel and stomach gas, the trachea), not an organ that
+    holds air (a lung, even an emphysematous one, is denser than air). None: none are."""
+    gas = np.zeros(n + 1, bool)
+    if gas_below is not None and n:
+        medians = ndimage.median(np.asarray(values, np.float32), regions, index=np.arange(1, n + 1))
+        gas[1:] = np.asarray(medians) < gas_below
+    return gas
+
+
 def complete_labels(labels: np.ndarray, values: np.ndarray, by_class: dict[int, dict]) -> np.ndarray:
     """A class label image ``(H, W)`` completed as :func:`complete_objects` completes polygons: each
-    completed class grown into the intensity regions of ``values`` (2-D) it mostly fills, over
-    background pixels only (training validates checkpoints so, as predictions will be made)."""
+    completed class taken out of the gas regions (``gas_below``), then grown into the intensity
+    regions of ``values`` (2-D) it mostly fills, over background pixels only (training validates
+    checkpoints so, as predictions will be made)."""
     out = labels.copy()
     for label, s in by_class.items():
-        mine = labels == label
-        if not mine.any():
+        if not (out == label).any():
             continue
         regions, n = intensity_regions(values, s["below"], s["body_above"])
-        if n:
-            out[chosen_regions(mine, regions, n, s["overlap"])[regions] & (out == 0)] = label
+        if not n:
+            continue
+        out[gas_regions(regions, n, values, s.get("gas_below"))[regions] & (out == label)] = 0
+        out[chosen_regions(out == label, regions, n, s["overlap"])[regions] & (out == 0)] = label
     return out
 
 
@@ -100,13 +122,15 @@ def rasterize(objects: list[MergedObject], shape: tuple[int, int]) -> np.ndarray
 
 def complete_objects(
     objects: list[MergedObject], values: np.ndarray, by_class: dict[int, dict]
-) -> tuple[list[MergedObject], list[tuple[shapely.Geometry, int]]]:
-    """``objects`` (semantic, pixel space of the 2-D ``values``) with each completed class grown
-    into the intensity regions it mostly fills, and the added regions as ``[(polygon, class)]``
-    (for the mask). Objects of other classes are unchanged."""
+) -> tuple[list[MergedObject], list[tuple[shapely.Geometry, int]], list[tuple[shapely.Geometry, int]]]:
+    """``objects`` (semantic, pixel space of the 2-D ``values``) with each completed class taken
+    out of the gas regions (its ``gas_below``) and grown into the intensity regions it mostly
+    fills; the added and the removed regions as ``[(polygon, class)]`` (for the mask). Objects of
+    other classes are unchanged."""
     labels = rasterize(objects, values.shape)
     out = list(objects)
     added_regions: list[tuple[shapely.Geometry, int]] = []
+    removed_regions: list[tuple[shapely.Geometry, int]] = []
     for label, s in by_class.items():
         mine = labels == label
         if not mine.any():
@@ -114,6 +138,22 @@ def complete_objects(
         regions, n = intensity_regions(values, s["below"], s["body_above"])
         if n == 0:
             continue
+        gas = gas_regions(regions, n, values, s.get("gas_below"))[regions] & mine
+        if gas.any():  # the class's parts in gas regions are taken out, objects left empty dropped
+            hole = mask_to_geometry(gas)
+            kept = []
+            for o in out:
+                if o.label == label and o.geometry.intersects(hole):
+                    rest = shapely.get_parts(o.geometry.difference(hole))
+                    kept.extend(MergedObject(p, o.score, o.label, o.parts) for p in rest if p.area > 0)
+                else:
+                    kept.append(o)
+            out = kept
+            removed_regions.extend((p, label) for p in shapely.get_parts(hole))
+            mine &= ~gas
+            labels = np.where(gas, 0, labels)
+            if not mine.any():
+                continue
         added = chosen_regions(mine, regions, n, s["overlap"])[regions] & (labels == 0)
         if not added.any():
             continue
@@ -130,4 +170,4 @@ def complete_objects(
         extra = mask_to_geometry(added)
         if extra is not None:
             added_regions.extend((p, label) for p in shapely.get_parts(extra))
-    return out, added_regions
+    return out, added_regions, removed_regions

@@ -590,7 +590,7 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
         classes = class_names(get_segmenter(work.model, work.opts.device))
         min_area = _min_area(work)
         completion = _completion(work)
-        frames, removed, completed = [], 0, 0
+        frames, removed, completed, gas_removed = [], 0, 0, 0
         for image in range(len(work.images)):
             pieces = state.pieces.get(image, [])
             objects = dissolve_semantic(pieces) if pieces else []
@@ -603,8 +603,13 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
                     work.sinks["erase"](small)
             removed += len(small)
             if completion:
-                objects, added = complete_objects(objects, _whole_image(work, image), completion)
+                objects, added, gas = complete_objects(objects, _whole_image(work, image), completion)
                 completed += len(added)
+                gas_removed += len(gas)
+                if gas and work.mask is not None:
+                    work.mask.eraser(work.slice_indexes[image])(gas)
+                if gas and "erase" in (work.sinks or {}):
+                    work.sinks["erase"](gas)
                 if added and work.mask is not None:
                     work.mask.filler(work.slice_indexes[image])(added)
                 if added and "fill" in (work.sinks or {}):
@@ -629,6 +634,7 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
             "min_area": min_area,
             "small_regions_removed": removed,
             **({"regions_completed": completed} if completion else {}),
+            **({"gas_regions_removed": gas_removed} if gas_removed else {}),
             "blocks_peak": state.blocks_peak,
         }
         return _deliver(work, features, stats)

@@ -54,6 +54,9 @@ class UNetTrainOptions:
     class_shift: tuple[float, float] = (-200.0, 50.0)  # its density range: raw units through the window
     class_floor: float | None = None  # the class's median never shifted below this (raw units)
     complete: tuple[float, float] | None = None  # recorded: (below, body_above) completion of each class
+    gas_below: float | None = (
+        None  # recorded with complete: regions with a median under this are not the class
+    )
     min_area: float = 0.0  # recorded: predictions drop regions under this many pixels by default
     spacing: float | None = None  # recorded as spacing_mm: slices at another spacing are resampled to it
     calibrate_air: float | None = None  # HU the air outside the body is shifted to (recorded: radiometry)
@@ -394,8 +397,12 @@ def train_unet(
     normalization: dict = {"mean": mean, "std": std}
     if window:
         normalization["window"] = {"center": float(window[0]), "width": float(window[1])}
+    if opts.gas_below is not None and not opts.complete:
+        raise GeosegError("--gas-below is a setting of region completion: give --complete as well")
     completion = opts.complete and {"below": float(opts.complete[0]), "body_above": float(opts.complete[1]),
                                     "overlap": 0.3}  # fmt: skip
+    if completion and opts.gas_below is not None:
+        completion["gas_below"] = float(opts.gas_below)
     meta = {
         "architecture": "unet",
         "config": config,

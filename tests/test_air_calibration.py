@@ -91,3 +91,34 @@ def test_a_bad_air_record_is_a_one_line_error(tmp_path):
     m.metadata["radiometry"]["reference"] = [-1000.0, -1000.0]
     with pytest.raises(ModelError, match="air statistic takes one value"):
         geoseg.predict(tmp_path / "s.npy", m, tile_size=128, overlap=32)
+
+
+def test_the_committed_lung_model_is_calibrated_by_air_and_leaves_gas_out():
+    from geoseg.models.checkpoint import read_metadata
+    from geoseg.models.segmenter import ModelSpec
+
+    meta = read_metadata(ModelSpec.resolve("lungs-unet").spec)
+    assert meta["radiometry"] == {"statistic": "air", "reference": [-1000.0]}
+    assert meta["complete"]["lung"]["gas_below"] == -975.0
+    assert "--calibrate-air=-1000" in meta["training"]["command"]
+
+
+def test_a_ct_slice_from_a_miscalibrated_scanner_gets_the_same_lungs(tmp_path):
+    """The committed lung model on one phantom slice as written and as a scanner reading 40 HU low
+    would give it: the calibration brings both to the same values, so the masks agree."""
+    from geoseg.evaluation.dice import dice_score
+    from geoseg.synth.lungs import make_patient, render_slice, walk
+
+    p = make_patient(77, 0)
+    z = float(walk(p, 9, np.random.default_rng(5))[4])
+    image, truth = render_slice(p, z, 512, np.random.default_rng(9))
+    masks = []
+    for name, shift in (("as-is", 0.0), ("low", -40.0)):
+        np.save(tmp_path / f"{name}.npy", image.astype(np.float32) + shift)
+        res = geoseg.predict(tmp_path / f"{name}.npy", "lungs-unet", mask=tmp_path / f"{name}.tif")
+        assert res.stats["air_offset"][0] == pytest.approx(
+            -float(np.median(image[:20, :20])) - 1000 - shift, abs=3
+        )
+        with rasterio.open(tmp_path / f"{name}.tif") as ds:
+            masks.append(ds.read(1) == 1)
+    assert dice_score(masks[0], truth) >= 0.97 and dice_score(masks[1], masks[0]) >= 0.99

@@ -31,7 +31,10 @@ def test_model_card_from_metadata():
     code, out = _run("lungs-unet", "--json")
     card = json.loads(out)
     assert card["architecture"] == "unet" and card["min_area"] == 400.0
-    assert card["complete"] == {"lung": {"below": -400.0, "body_above": -500.0, "overlap": 0.3}}
+    assert card["complete"] == {
+        "lung": {"below": -400.0, "body_above": -500.0, "overlap": 0.3, "gas_below": -975.0}
+    }
+    assert card["radiometry"] == {"statistic": "air", "reference": [-1000.0]}
     assert card["normalization"]["window"] == {"center": -600.0, "width": 1500.0}
     assert card["metrics"]["mean_dice"] > 0.9 and len(card["model_hash"]) == 16
 

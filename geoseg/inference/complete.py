@@ -35,6 +35,7 @@ from scipy import ndimage
 
 from geoseg.inference.merge import MergedObject
 from geoseg.inference.vectorize import mask_to_geometry
+from geoseg.io.slices import body_mask
 
 MAX_PIXELS = 8192 * 8192  # completion reads the whole image: slices and small rasters only
 
@@ -59,12 +60,10 @@ def intensity_regions(values: np.ndarray, below: float, body_above: float) -> tu
     largest region above ``body_above``, holes filled), without the regions that touch the image
     border. NaN (no data) is neither."""
     data = np.asarray(values, dtype=np.float32)
-    valid = ~np.isnan(data)
-    tissue, n = ndimage.label((data > body_above) & valid)
-    if n == 0:
+    body = body_mask(data, body_above)
+    if not body.any():
         return np.zeros(data.shape, np.int32), 0
-    body = ndimage.binary_fill_holes(tissue == 1 + int(np.argmax(np.bincount(tissue.ravel())[1:])))
-    regions, n = ndimage.label((data < below) & body & valid)
+    regions, n = ndimage.label((data < below) & body & ~np.isnan(data))
     border = np.unique(np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]]))
     if border.size and border.max() > 0:
         drop = np.zeros(n + 1, bool)

@@ -597,23 +597,14 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
             small: list = []
             if min_area > 0:
                 objects, small = split_small(objects, min_area)
-                if small and work.mask is not None:
-                    work.mask.eraser(work.slice_indexes[image])(small)
-                if small and "erase" in (work.sinks or {}):
-                    work.sinks["erase"](small)
+                _paint(work, image, "erase", small)
             removed += len(small)
             if completion:
                 objects, added, gas = complete_objects(objects, _whole_image(work, image), completion)
                 completed += len(added)
                 gas_removed += len(gas)
-                if gas and work.mask is not None:
-                    work.mask.eraser(work.slice_indexes[image])(gas)
-                if gas and "erase" in (work.sinks or {}):
-                    work.sinks["erase"](gas)
-                if added and work.mask is not None:
-                    work.mask.filler(work.slice_indexes[image])(added)
-                if added and "fill" in (work.sinks or {}):
-                    work.sinks["fill"](added)
+                _paint(work, image, "erase", gas)
+                _paint(work, image, "fill", added)
             if not work.outlines:
                 objects = []
             meta = {**work.meta, "name": work.image_names[image]} if work.image_names else work.meta
@@ -640,6 +631,18 @@ def stitch_finish(state: StitchState) -> SceneOutcome:
         return _deliver(work, features, stats)
     except GeosegError as exc:
         raise type(exc)(str(exc)) from None
+
+
+def _paint(work: SceneWork, image: int, kind: str, regions: list) -> None:
+    """Set ``regions`` (``[(polygon, class)]``, pixel space) of one image back to background
+    (``kind`` "erase") or fill their background with the class ("fill"), in the mask being written
+    and in the run's sinks."""
+    if not regions:
+        return
+    if work.mask is not None:
+        (work.mask.eraser if kind == "erase" else work.mask.filler)(work.slice_indexes[image])(regions)
+    if kind in (work.sinks or {}):
+        work.sinks[kind](regions)
 
 
 def _channels(work: SceneWork) -> int:

@@ -230,6 +230,17 @@ def resample_plane(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 AIR_HU = -1000.0  # air in Hounsfield units, by the definition of the scale
 
 
+def body_mask(band: np.ndarray, body_above: float) -> np.ndarray:
+    """The body of a CT slice ``(H, W)``: its largest 4-connected region above ``body_above``, holes
+    (lungs, gas) filled; all False where nothing is above it. NaN is never body tissue."""
+    from scipy import ndimage
+
+    tissue, n = ndimage.label((band > body_above) & ~np.isnan(band))
+    if n == 0:
+        return np.zeros(band.shape, bool)
+    return ndimage.binary_fill_holes(tissue == 1 + int(np.argmax(np.bincount(tissue.ravel())[1:])))
+
+
 def air_offset(
     image: np.ndarray, reference: float = AIR_HU, *, body_above: float = -500.0, lowest: float = -1500.0
 ) -> np.ndarray:
@@ -251,14 +262,8 @@ def air_offset(
     data = data[None] if data.ndim == 2 else data
     out = np.zeros(data.shape[0], np.float64)
     for b, band in enumerate(data):
-        valid = np.isfinite(band)
-        tissue, n = ndimage.label((band > body_above) & valid)
-        if n:
-            body = tissue == 1 + int(np.argmax(np.bincount(tissue.ravel())[1:]))
-            body = ndimage.binary_dilation(ndimage.binary_fill_holes(body), iterations=3)
-        else:
-            body = np.zeros(band.shape, bool)
-        air = valid & ~body & (band > lowest) & (band < body_above)
+        body = ndimage.binary_dilation(body_mask(band, body_above), iterations=3)
+        air = np.isfinite(band) & ~body & (band > lowest) & (band < body_above)
         if air.sum() >= 0.01 * band.size:
             out[b] = float(reference) - float(np.median(band[air]))
     return out

@@ -54,9 +54,7 @@ class UNetTrainOptions:
     class_shift: tuple[float, float] = (-200.0, 50.0)  # its density range: raw units through the window
     class_floor: float | None = None  # the class's median never shifted below this (raw units)
     complete: tuple[float, float] | None = None  # recorded: (below, body_above) completion of each class
-    gas_below: float | None = (
-        None  # recorded with complete: regions with a median under this are not the class
-    )
+    gas_below: float | None = None  # recorded with complete: regions of a median under it are not the class
     min_area: float = 0.0  # recorded: predictions drop regions under this many pixels by default
     spacing: float | None = None  # recorded as spacing_mm: slices at another spacing are resampled to it
     calibrate_air: float | None = None  # HU the air outside the body is shifted to (recorded: radiometry)
@@ -454,15 +452,15 @@ def train_unet(
     scale = 1.0 / window[1] / float(np.mean(std)) if window else 1.0
     shift = (opts.class_shift[0] * scale, opts.class_shift[1] * scale)
     floors = [x.amin(dim=(1, 2)) for x in train_x]
-    median_floor = None
-    if opts.class_floor is not None:  # raw units through the same window and normalisation as the images
-        raw = np.full((in_channels, 1, 1), opts.class_floor, np.float32)
-        median_floor = torch.from_numpy(_prepare([(None, raw, None)], window, mean, std)[0][0][:, 0, 0])
+
+    def normalised(value: float) -> torch.Tensor:  # raw units through the images' window and normalisation
+        raw = np.full((in_channels, 1, 1), value, np.float32)
+        return torch.from_numpy(_prepare([(None, raw, None)], window, mean, std)[0][0])
+
+    median_floor = normalised(opts.class_floor)[:, 0, 0] if opts.class_floor is not None else None
     val_completion = completion_settings(meta, list(opts.classes))  # validated as geoseg predict delivers
-    anchor = None
-    if opts.calibrate_air is not None:  # intensity augmentation keeps the calibrated air where it is
-        raw = np.full((in_channels, 1, 1), opts.calibrate_air, np.float32)
-        anchor = torch.from_numpy(_prepare([(None, raw, None)], window, mean, std)[0][0])
+    # intensity augmentation keeps the calibrated air where it is
+    anchor = normalised(opts.calibrate_air) if opts.calibrate_air is not None else None
     fit = Fit(model, optim, sched, output=output, meta=meta, smoothing=0.1,
               score=lambda m: (m["mean_dice"], m["worst_dice"]))  # fmt: skip
     step = 0
